@@ -1,0 +1,227 @@
+"""Paired tests: DeLong against an O(m*n) reference and a bootstrap, McNemar and t-test vs scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+from cxrbs.errors import CxrbsError
+from cxrbs.stats import (
+    compare_variants,
+    delong_auc_ci,
+    delong_auc_variance,
+    delong_test,
+    mcnemar_test,
+    paired_fold_test,
+)
+
+
+def _reference_delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong 1988 written out with the pairwise kernel psi (independent of the midrank code)."""
+    pos, neg = y == 1, y == 0
+    m, n = pos.sum(), neg.sum()
+    v10, v01, aucs = [], [], []
+    for s in scores:
+        x, z = s[pos][:, None], s[neg][None, :]
+        psi = (x > z).astype(float) + 0.5 * (x == z)
+        aucs.append(psi.mean())
+        v10.append(psi.mean(axis=1))
+        v01.append(psi.mean(axis=0))
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    return np.array(aucs), np.atleast_2d(s10 / m + s01 / n)
+
+
+def _simulated(rng: np.random.Generator, n: int, shift: float, ties: bool = False):
+    y = rng.integers(0, 2, n)
+    s = y * shift + rng.normal(size=n)
+    return y, (np.round(s, 1) if ties else s)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_delong_matches_pairwise_reference(ties: bool) -> None:
+    rng = np.random.default_rng(3)
+    y, a = _simulated(rng, 150, 1.0, ties)
+    b = 0.6 * a + rng.normal(size=y.size)
+    if ties:
+        b = np.round(b, 1)
+    aucs, cov = _reference_delong(y, [a, b])
+    auc_a, var_a = delong_auc_variance(y, a)
+    assert auc_a == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert auc_a == pytest.approx(aucs[0], abs=1e-12)
+    assert var_a == pytest.approx(cov[0, 0], rel=1e-10)
+    res = delong_test(y, a, b)
+    var_diff = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    z_ref = (aucs[0] - aucs[1]) / np.sqrt(var_diff)
+    assert res["se"] == pytest.approx(np.sqrt(var_diff), rel=1e-10)
+    assert res["z"] == pytest.approx(z_ref, rel=1e-10)
+    assert res["p_value"] == pytest.approx(2 * sps.norm.sf(abs(z_ref)), rel=1e-8)
+    half = 1.959963984540054 * np.sqrt(var_diff)
+    assert res["ci_low"] == pytest.approx(aucs[0] - aucs[1] - half, abs=1e-10)
+    assert res["ci_high"] == pytest.approx(aucs[0] - aucs[1] + half, abs=1e-10)
+
+
+def test_hanley_mcneil_rating_data_auc() -> None:
+    # Hanley & McNeil (Radiology 1982) five-point rating example: published area 0.893.
+    neg = np.repeat([1, 2, 3, 4, 5], [33, 6, 6, 11, 2])
+    pos = np.repeat([1, 2, 3, 4, 5], [3, 2, 2, 11, 33])
+    y = np.r_[np.zeros(neg.size), np.ones(pos.size)]
+    auc, var = delong_auc_variance(y, np.r_[neg, pos])
+    assert round(auc, 3) == 0.893
+    aucs, cov = _reference_delong(y.astype(int), [np.r_[neg, pos].astype(float)])
+    assert var == pytest.approx(cov[0, 0], rel=1e-10)
+
+
+def test_delong_variance_close_to_bootstrap() -> None:
+    rng = np.random.default_rng(7)
+    y, s = _simulated(rng, 300, 1.2)
+    _, var = delong_auc_variance(y, s)
+    boot = []
+    for _ in range(1500):
+        idx = rng.integers(0, y.size, y.size)
+        if 0 < y[idx].sum() < y.size:
+            boot.append(roc_auc_score(y[idx], s[idx]))
+    assert np.var(boot, ddof=1) == pytest.approx(var, rel=0.2)
+
+
+def test_delong_ci_contains_auc_and_is_clipped() -> None:
+    rng = np.random.default_rng(0)
+    y, s = _simulated(rng, 100, 1.0)
+    auc, var = delong_auc_variance(y, s)
+    lo, hi = delong_auc_ci(y, s)
+    assert lo < auc < hi
+    assert hi - lo == pytest.approx(2 * 1.959963984540054 * np.sqrt(var), rel=1e-9)
+    y_perfect = np.r_[np.zeros(10), np.ones(10)]
+    assert delong_auc_ci(y_perfect, np.arange(20.0)) == (1.0, 1.0)
+
+
+def test_delong_identical_and_very_different_classifiers() -> None:
+    rng = np.random.default_rng(1)
+    y, good = _simulated(rng, 200, 2.5)
+    same = delong_test(y, good, good.copy())
+    assert same["difference"] == 0.0 and same["se"] == 0.0 and same["p_value"] == 1.0
+    noise = rng.normal(size=y.size)
+    diff = delong_test(y, good, noise)
+    assert diff["difference"] > 0.3
+    assert diff["p_value"] < 0.01
+    assert diff["ci_low"] > 0
+
+
+def test_delong_rejects_too_few_cases() -> None:
+    with pytest.raises(CxrbsError, match="at least 2 positive"):
+        delong_test([0, 0, 1], [0.1, 0.2, 0.9], [0.3, 0.2, 0.1])
+    with pytest.raises(CxrbsError, match="0 \\(normal\\) or 1"):
+        delong_auc_variance([0, 1, 2, 1], [0.1, 0.2, 0.3, 0.4])
+
+
+def _mcnemar_case(b: int, c: int, both_right: int = 20, both_wrong: int = 5):
+    """Labels and two prediction vectors with the requested discordant counts."""
+    y = np.ones(both_right + b + c + both_wrong, dtype=int)
+    a_ok = np.r_[np.ones(both_right), np.ones(b), np.zeros(c), np.zeros(both_wrong)].astype(bool)
+    b_ok = np.r_[np.ones(both_right), np.zeros(b), np.ones(c), np.zeros(both_wrong)].astype(bool)
+    return y, np.where(a_ok, y, 1 - y), np.where(b_ok, y, 1 - y)
+
+
+def test_mcnemar_exact_matches_binomial() -> None:
+    y, pa, pb = _mcnemar_case(2, 9)
+    res = mcnemar_test(y, pa, pb)
+    assert (res["b"], res["c"]) == (2, 9)
+    assert res["method"] == "exact binomial"
+    assert res["p_value"] == pytest.approx(sps.binomtest(2, 11, 0.5).pvalue, rel=1e-12)
+    assert res["p_value"] == pytest.approx(2 * sum(sps.binom.pmf(k, 11, 0.5) for k in range(3)))
+
+
+def test_mcnemar_chi_square_with_correction() -> None:
+    y, pa, pb = _mcnemar_case(10, 25)
+    res = mcnemar_test(y, pa, pb)
+    chi2 = (abs(10 - 25) - 1) ** 2 / 35
+    assert res["method"] == "chi-square with continuity correction"
+    assert res["statistic"] == pytest.approx(chi2)
+    assert res["p_value"] == pytest.approx(sps.chi2.sf(chi2, 1))
+
+
+def test_mcnemar_no_discordant_pairs() -> None:
+    y, pa, pb = _mcnemar_case(0, 0)
+    assert mcnemar_test(y, pa, pb)["p_value"] == 1.0
+
+
+def test_paired_fold_test_matches_scipy() -> None:
+    a = np.array([0.91, 0.88, 0.93, 0.90])
+    b = np.array([0.87, 0.86, 0.90, 0.89])
+    res = paired_fold_test(a, b)
+    ref = sps.ttest_rel(a, b)
+    d = a - b
+    half = sps.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert res["statistic"] == pytest.approx(ref.statistic)
+    assert res["p_value"] == pytest.approx(ref.pvalue)
+    assert res["difference"] == pytest.approx(0.025)
+    assert res["ci_low"] == pytest.approx(0.025 - half)
+    assert res["ci_high"] == pytest.approx(0.025 + half)
+    assert res["ci_low"] < res["difference"] < res["ci_high"]
+    assert res["wilcoxon_p"] == pytest.approx(0.125)  # smallest exact two-sided p with 4 pairs
+    assert res["method"] == "paired t-test over 4 folds"
+
+
+def test_paired_fold_test_degenerate_inputs() -> None:
+    same = paired_fold_test([0.8, 0.9, 0.7, 0.85], [0.8, 0.9, 0.7, 0.85])
+    assert same["p_value"] == 1.0 and same["difference"] == 0.0
+    assert np.isnan(same["wilcoxon_p"])
+    with pytest.raises(CxrbsError, match="per-fold values"):
+        paired_fold_test([0.8], [0.7])
+
+
+def _predictions(seed: int = 0, n: int = 240) -> pd.DataFrame:
+    """Two variants x 4 folds; the bone-suppressed scores carry less noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    base = pd.DataFrame({"image": [f"img{i:03d}.png" for i in range(n)],
+                         "patient": [f"p{i:03d}" for i in range(n)], "label": y,
+                         "fold": np.arange(n) % 4, "dataset": "shenzhen"})
+    signal = y * 2.0 - 1.0
+    p_base = 1 / (1 + np.exp(-(0.5 * signal + rng.normal(size=n))))
+    p_bs = 1 / (1 + np.exp(-(2.0 * signal + rng.normal(size=n))))
+    return pd.concat([base.assign(variant="baseline", probability=p_base),
+                      base.assign(variant="bone_suppressed", probability=p_bs)], ignore_index=True)
+
+
+def test_compare_variants_rows_and_direction() -> None:
+    preds = _predictions()
+    out = compare_variants(preds)
+    expected = {"dataset", "metric", "baseline", "bone_suppressed", "difference", "ci_low",
+                "ci_high", "test", "p_value"}
+    assert expected <= set(out.columns)
+    assert len(out) == 9
+    delong = out[out["test"] == "DeLong (pooled out-of-fold)"].iloc[0]
+    base = preds[preds.variant == "baseline"]
+    bs = preds[preds.variant == "bone_suppressed"]
+    assert delong["baseline"] == pytest.approx(roc_auc_score(base.label, base.probability))
+    assert delong["bone_suppressed"] == pytest.approx(roc_auc_score(bs.label, bs.probability))
+    assert delong["difference"] > 0.1 and delong["p_value"] < 0.01
+    fold_auc = out[(out.metric == "auc") & out.test.str.startswith("paired t-test")].iloc[0]
+    per_fold = [roc_auc_score(bs.label[bs.fold == f], bs.probability[bs.fold == f]) -
+                roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
+                for f in range(4)]
+    assert fold_auc["difference"] == pytest.approx(np.mean(per_fold))
+    assert fold_auc["test"] == "paired t-test over 4 folds"
+    mc = out[out["test"] == "McNemar (pooled)"].iloc[0]
+    assert mc["metric"] == "accuracy" and mc["difference"] > 0
+
+
+def test_compare_variants_aligns_by_image_not_row_order() -> None:
+    preds = _predictions(seed=2)
+    shuffled = preds.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(compare_variants(preds), compare_variants(shuffled))
+
+
+def test_compare_variants_rejects_mismatched_images() -> None:
+    preds = _predictions()
+    drop = preds.index[(preds.variant == "bone_suppressed") & (preds.image == "img007.png")]
+    with pytest.raises(CxrbsError, match="same images/folds"):
+        compare_variants(preds.drop(drop))
+    moved = preds.copy()
+    moved.loc[(moved.variant == "baseline") & (moved.image == "img007.png"), "fold"] = 0
+    moved.loc[(moved.variant == "bone_suppressed") & (moved.image == "img007.png"), "fold"] = 1
+    with pytest.raises(CxrbsError, match="same images/folds"):
+        compare_variants(moved)

@@ -1,0 +1,125 @@
+# Bone suppression: train every configured architecture with one loop, evaluate each (and the
+# identity baseline) on every cross-institutional paired test set, pick the best, apply it.
+
+
+rule train_bs:
+    """One training loop for every architecture; resumes from last.pt if killed."""
+    input:
+        train="results/bs/data/train.npy",
+        val="results/bs/data/val.npy",
+    output:
+        best="results/bs/models/{arch}/best.pt",
+        last="results/bs/models/{arch}/last.pt",
+        history="results/bs/models/{arch}/history.csv",
+    params:
+        model_kwargs=lambda wildcards: config["bs"]["architectures"][wildcards.arch],
+        train=config["bs"]["train"],
+        seed=config["seed"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+    log:
+        "logs/bs/train_{arch}.log",
+    benchmark:
+        "benchmarks/bs/train_{arch}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train_bs.py"
+
+
+rule evaluate_bs:
+    """MAE, PSNR, SSIM, MS-SSIM and bone suppression ratio per test image."""
+    input:
+        model="results/bs/models/{arch}/best.pt",
+        images="results/data/{testset}/images.npy",
+        manifest="results/data/{testset}/manifest.csv",
+    output:
+        "results/bs/eval/{arch}/{testset}.csv",
+    threads: 2
+    log:
+        "logs/bs/evaluate_{arch}_{testset}.log",
+    benchmark:
+        "benchmarks/bs/evaluate_{arch}_{testset}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_bs.py"
+
+
+rule evaluate_identity:
+    """The identity baseline: the input radiograph taken as the bone-suppressed prediction."""
+    input:
+        images="results/data/{testset}/images.npy",
+        manifest="results/data/{testset}/manifest.csv",
+    output:
+        "results/bs/eval/identity/{testset}.csv",
+    log:
+        "logs/bs/evaluate_identity_{testset}.log",
+    benchmark:
+        "benchmarks/bs/evaluate_identity_{testset}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_bs.py"
+
+
+rule summarize_bs:
+    """Mean, SD and 95% CI per architecture, test set and metric, identity baseline included."""
+    input:
+        expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=BS_TEST),
+    output:
+        report(
+            "results/bs/eval/summary.csv",
+            caption="../report/bs_summary.rst",
+            category="Bone suppression",
+        ),
+    log:
+        "logs/bs/summarize.log",
+    conda:
+        ENV
+    script:
+        "../scripts/summarize_bs.py"
+
+
+rule select_bs:
+    """Pick the model that scores best on the configured metric and test set, and say why."""
+    input:
+        "results/bs/eval/summary.csv",
+    output:
+        "results/bs/best.json",
+    params:
+        metric=config["bs"]["select_metric"],
+        test_set=config["bs"]["select_test_set"] or (BS_TEST[0] if BS_TEST else None),
+    log:
+        "logs/bs/select.log",
+    conda:
+        ENV
+    script:
+        "../scripts/select_bs.py"
+
+
+rule suppress_tb:
+    """Bone-suppress every image of a TB set with the selected model (PNG mirror + stack)."""
+    input:
+        best="results/bs/best.json",
+        models=expand("results/bs/models/{arch}/best.pt", arch=ARCHS),
+        images="results/data/{tbset}/images.npy",
+        manifest="results/data/{tbset}/manifest.csv",
+    output:
+        manifest="results/suppressed/{tbset}/manifest.csv",
+        images="results/suppressed/{tbset}/images.npy",
+    params:
+        batch_size=config["bs"]["suppress_batch_size"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+    log:
+        "logs/bs/suppress_{tbset}.log",
+    benchmark:
+        "benchmarks/bs/suppress_{tbset}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/suppress_tb.py"

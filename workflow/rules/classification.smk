@@ -1,0 +1,114 @@
+# TB classification: pretrain on a CXR collection, fine-tune per TB set x variant x fold on the
+# same patient-level folds, pool the out-of-fold predictions, compare baseline vs bone-suppressed.
+
+
+rule pretrain_cls:
+    """CXR-modality pretraining (normal vs abnormal), with the HOG + logistic-regression floor."""
+    input:
+        manifests=expand("results/data/{imageset}/manifest.csv", imageset=PRETRAIN_SETS),
+        images=expand("results/data/{imageset}/images.npy", imageset=PRETRAIN_SETS),
+        weights=weights_input,
+    output:
+        model="results/cls/pretrain/model.pt",
+        history="results/cls/pretrain/history.csv",
+        predictions="results/cls/pretrain/predictions.csv",
+    params:
+        model=config["cls"]["model"],
+        model_kwargs=config["cls"]["model_kwargs"],
+        train=config["cls"]["pretrain"],
+        seed=config["seed"],
+        hog_floor=config["cls"]["hog_floor"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+    log:
+        "logs/cls/pretrain.log",
+    benchmark:
+        "benchmarks/cls/pretrain.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain_cls.py"
+
+
+rule finetune_cls:
+    """Fine-tune on 3 folds (inner validation by patient) and predict the held-out fold."""
+    input:
+        pretrained="results/cls/pretrain/model.pt",
+        images=cls_images,
+        folds="results/data/{tbset}/folds.csv",
+    output:
+        model="results/cls/{tbset}/{variant}/fold{fold}/model.pt",
+        predictions="results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+    params:
+        train=config["cls"]["finetune"],
+        seed=config["seed"],
+        hog_floor=config["cls"]["hog_floor"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+    log:
+        "logs/cls/finetune_{tbset}_{variant}_fold{fold}.log",
+    benchmark:
+        "benchmarks/cls/finetune_{tbset}_{variant}_fold{fold}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/finetune_cls.py"
+
+
+rule evaluate_cls:
+    """Seven metrics with 95% CIs per fold and pooled, for the deep model and the HOG floor."""
+    input:
+        "results/cls/pretrain/predictions.csv",
+        expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+    output:
+        report(
+            "results/cls/metrics.csv",
+            caption="../report/cls_metrics.rst",
+            category="Classification",
+        ),
+    params:
+        threshold=config["cls"]["threshold"],
+        n_boot=config["cls"]["n_boot"],
+        seed=config["seed"],
+    log:
+        "logs/cls/evaluate.log",
+    benchmark:
+        "benchmarks/cls/evaluate.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_cls.py"
+
+
+rule compare_cls:
+    """Paired tests, baseline vs bone-suppressed: DeLong, McNemar and a paired t-test over folds."""
+    input:
+        expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+    output:
+        report(
+            "results/cls/comparison.csv",
+            caption="../report/cls_comparison.rst",
+            category="Classification",
+        ),
+    params:
+        threshold=config["cls"]["threshold"],
+    log:
+        "logs/cls/compare.log",
+    conda:
+        ENV
+    script:
+        "../scripts/compare_cls.py"

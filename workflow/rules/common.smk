@@ -1,0 +1,76 @@
+# Config validation, resource scopes and the small input functions the rules share.
+import zlib
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+# A `gpu` limit given on a workstation (--resources gpu=1) must not serialise a cluster run.
+resource_scopes:
+    gpu="local",
+
+
+ENV = "../../envs/cxrbs.yaml"
+DATASETS = config["datasets"]
+ARCHS = sorted(config["bs"]["architectures"])
+VARIANTS = config["cls"]["variants"]
+FOLDS = list(range(config["cls"]["folds"]))
+
+
+def datasets_with_role(role):
+    return sorted(name for name, spec in DATASETS.items() if spec["role"] == role)
+
+
+BS_TRAIN = datasets_with_role("bs_train")
+BS_TEST = datasets_with_role("bs_test")
+TB_SETS = datasets_with_role("tb")
+PRETRAIN_SETS = datasets_with_role("pretrain")
+IMAGE_SETS = BS_TRAIN + BS_TEST + TB_SETS + PRETRAIN_SETS
+
+
+wildcard_constraints:
+    dataset="|".join(sorted(DATASETS)),
+    imageset="|".join(IMAGE_SETS),
+    arch="|".join(ARCHS),
+    testset="|".join(BS_TEST) if BS_TEST else "(?!)",
+    tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
+    variant="baseline|bone_suppressed",
+    fold=r"\d+",
+
+
+def dataset_seed(name):
+    """A stable per-data-set seed derived from the global one (crc32, not Python's salted hash)."""
+    return (config["seed"] + zlib.crc32(name.encode())) % (2**31)
+
+
+def preprocess_params():
+    return {
+        "size": config["image_size"],
+        "max_pixels": config["max_image_pixels"],
+        **config["preprocess"],
+    }
+
+
+def weights_input(wildcards):
+    name = config["cls"]["weights"]
+    return [f"resources/{name}/source.json"] if name else []
+
+
+def cls_images(wildcards):
+    if wildcards.variant == "baseline":
+        return f"results/data/{wildcards.tbset}/images.npy"
+    return f"results/suppressed/{wildcards.tbset}/images.npy"
+
+
+def all_targets():
+    targets = [
+        "results/bs/eval/summary.csv",
+        "results/bs/best.json",
+        expand("results/suppressed/{tbset}/manifest.csv", tbset=TB_SETS),
+        "results/cls/metrics.csv",
+        "results/cls/comparison.csv",
+        "results/report.html",
+    ]
+    return targets

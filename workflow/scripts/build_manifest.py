@@ -1,0 +1,24 @@
+import json
+from pathlib import Path
+
+from cxrbs.atomic import write_csv
+from cxrbs.datasets import build_stack
+from cxrbs.manifests import build_manifest
+from cxrbs.snakemake_glue import run
+
+LAYOUT_OPTIONS = ("classes", "patient_regex", "source_dir", "target_dir")
+
+
+def main(sm):
+    source = json.loads(Path(sm.input[0]).read_text())
+    spec = dict(sm.params.spec)
+    options = {k: spec[k] for k in LAYOUT_OPTIONS if k in spec}
+    manifest = build_manifest(Path(source["root"]), spec["layout"], **options)
+    pre = dict(sm.params.preprocess)
+    build_stack(manifest, Path(sm.output.images), size=pre["size"], low_pct=pre["low_percentile"],
+                high_pct=pre["high_percentile"], pair_stretch=pre["pair_stretch"],
+                max_pixels=pre["max_pixels"])
+    write_csv(sm.output.manifest, manifest)
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from cxrbs.cls_pipeline import finetune_fold
+from cxrbs.snakemake_glue import run
+
+
+def main(sm):
+    finetune_fold(Path(sm.input.images), Path(sm.input.folds), dataset=sm.wildcards.tbset,
+                  variant=sm.wildcards.variant, fold=int(sm.wildcards.fold),
+                  init_checkpoint=Path(sm.input.pretrained), train_cfg=dict(sm.params.train),
+                  seed=sm.params.seed, outdir=Path(sm.output.model).parent, threads=sm.threads,
+                  hog_floor=sm.params.hog_floor)
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from cxrbs.bs_data import prepare_pairs
+from cxrbs.snakemake_glue import run
+
+
+def main(sm):
+    augment = dict(sm.params.augment)
+    prepare_pairs([Path(p) for p in sm.input.manifests], [Path(p) for p in sm.input.images],
+                  train_out=Path(sm.output.train), val_out=Path(sm.output.val),
+                  split_out=Path(sm.output.split), val_fraction=sm.params.val_fraction,
+                  n_pairs=augment.pop("n_pairs"), seed=sm.params.seed, augment=augment)
+
+
+run(snakemake, main)  # noqa: F821

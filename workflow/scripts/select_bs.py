@@ -1,0 +1,16 @@
+import logging
+
+import pandas as pd
+
+from cxrbs.atomic import write_json
+from cxrbs.bs_eval import select_best
+from cxrbs.snakemake_glue import run
+
+
+def main(sm):
+    choice = select_best(pd.read_csv(sm.input[0]), metric=sm.params.metric, test_set=sm.params.test_set)
+    logging.getLogger("cxrbs").info("%s", choice["reason"])
+    write_json(sm.output[0], choice)
+
+
+run(snakemake, main)  # noqa: F821

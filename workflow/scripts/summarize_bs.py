@@ -1,0 +1,12 @@
+import pandas as pd
+
+from cxrbs.atomic import write_csv
+from cxrbs.bs_eval import summarize_evaluations
+from cxrbs.snakemake_glue import run
+
+
+def main(sm):
+    write_csv(sm.output[0], summarize_evaluations([pd.read_csv(p) for p in sm.input]))
+
+
+run(snakemake, main)  # noqa: F821

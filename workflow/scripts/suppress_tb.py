@@ -1,0 +1,17 @@
+import json
+from pathlib import Path
+
+from cxrbs.snakemake_glue import run
+from cxrbs.suppress import suppress_stack
+
+
+def main(sm):
+    choice = json.loads(Path(sm.input.best).read_text())
+    model = Path(f"results/bs/models/{choice['arch']}/best.pt")
+    out_manifest = Path(sm.output.manifest)
+    suppress_stack(model, Path(sm.input.images), Path(sm.input.manifest), out_stack=Path(sm.output.images),
+                   out_manifest=out_manifest, png_dir=out_manifest.parent / "images",
+                   batch_size=sm.params.batch_size)
+
+
+run(snakemake, main)  # noqa: F821
