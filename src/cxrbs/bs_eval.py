@@ -25,11 +25,7 @@ HIGHER_IS_BETTER = {"mae": False, "psnr": True, "ssim": True, "ms_ssim": True, "
 def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_path: Path, *,
                             arch: str, test_set: str, batch_size: int = 4) -> pd.DataFrame:
     """Per-image metrics of one model (``model_path=None``: the identity baseline) on one test set."""
-    stack = load_stack(stack_path)
-    if stack.shape[1] != 2:
-        raise CxrbsError(f"{stack_path} is not a paired test set (source and target)")
-    pairs = from_uint16(np.asarray(stack))
-    names = read_manifest(manifest_path)["pair_id"].astype(str).tolist()
+    pairs, names = _load_pairs(stack_path, manifest_path)
     predict = None
     if model_path is not None:
         model, _ = load_bs_model(model_path)
@@ -40,12 +36,27 @@ def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_
     return frame
 
 
+def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list[str]]:
+    """A prepared paired test set (uint16 stack + manifest) or the held-out validation pairs
+    of the training set (float32 ``val.npy`` + ``split.csv``)."""
+    if Path(manifest_path).name == "split.csv":
+        split = pd.read_csv(manifest_path, dtype={"pair_id": str})
+        names = split.loc[split["split"] == "val", "pair_id"].astype(str).tolist()
+        pairs = np.load(stack_path, mmap_mode="r")
+        if len(names) != len(pairs):
+            raise CxrbsError(f"{stack_path} has {len(pairs)} pairs but {manifest_path} lists {len(names)}")
+        return np.asarray(pairs, dtype=np.float32), names
+    stack = load_stack(stack_path)
+    if stack.shape[1] != 2:
+        raise CxrbsError(f"{stack_path} is not a paired test set (source and target)")
+    names = read_manifest(manifest_path)["pair_id"].astype(str).tolist()
+    return from_uint16(np.asarray(stack)), names
+
+
 def summarize_evaluations(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Long table: arch, test_set, metric, mean, sd, ci_low, ci_high, n."""
     per_image = pd.concat(frames, ignore_index=True)
-    long = per_image.melt(id_vars=["arch", "test_set", "name"], value_vars=list(METRICS),
-                          var_name="metric", value_name="value")
-    return summarize(long, by=["arch", "test_set", "metric"])
+    return summarize(per_image, by=["arch", "test_set"], metrics=list(METRICS))
 
 
 def select_best(summary: pd.DataFrame, *, metric: str, test_set: str | None) -> dict[str, Any]:

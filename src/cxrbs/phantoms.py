@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cxrbs.atomic import atomic_path, ensure_dir
+from cxrbs.atomic import ensure_dir
 from cxrbs.errors import CxrbsError
+from cxrbs.io import write_png
 
 PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8")
 
@@ -36,7 +37,10 @@ class Phantom:
     soft: np.ndarray
     bones: np.ndarray
     noise: np.ndarray
+    #: bone shadows outside the lungs, already inside ``soft`` (BSE-JSRT keeps them)
     outer_bones: np.ndarray | None = None
+    #: the lung fields the phantom was drawn with, in [0, 1]: ground truth for checks and metrics
+    lungs: np.ndarray | None = None
 
     @property
     def radiograph(self) -> np.ndarray:
@@ -113,7 +117,7 @@ def _phantom_from(
     cage, clavicles = _bone_shadows(anat, anat_rng)
     bones = (cage + clavicles) * anat.lungs
     # outside the lungs thick soft tissue lowers rib contrast; clavicles stay conspicuous
-    outer = (0.45 * cage + 0.85 * clavicles) * (1.0 - anat.lungs)
+    outer = (0.5 * cage + 0.9 * clavicles) * (1.0 - anat.lungs)
     soft = soft + outer
     if lesion is not None and severity > 0:
         soft = soft + lesion(lesion_rng, anat, severity)
@@ -123,6 +127,7 @@ def _phantom_from(
         bones=bones.astype(np.float32),
         noise=noise.astype(np.float32),
         outer_bones=outer.astype(np.float32),
+        lungs=anat.lungs.astype(np.float32),
     )
 
 
@@ -250,7 +255,7 @@ def _blur_coarse(img: np.ndarray, sigma: float) -> np.ndarray:
     small = small / max(float(small.max()), 1e-6)
     if f == 1:
         return small
-    pos = (np.arange(img.shape[0]) + 0.5) / f - 0.5
+    pos = np.arange(img.shape[0]) / f  # small pixel j is full pixel f*j
     return ndimage.map_coordinates(small, np.meshgrid(pos, pos, indexing="ij"), order=1,
                                    mode="nearest")
 
@@ -332,13 +337,13 @@ def _bone_shadows(anat: _Anatomy, rng: np.random.Generator) -> tuple[np.ndarray,
         for k in range(10):
             half = (0.011 + 0.0009 * k) * rng.uniform(0.9, 1.1)
             drop = (0.17 + 0.008 * k) * rng.uniform(0.9, 1.1)
-            _add_rib(bones, anat, u, y0, drop, half, 0.13 * density, anterior=False)
+            _add_rib(bones, anat, u, y0, drop, half, 0.08 * density, anterior=False)
             if k < 6:
                 _add_rib(bones, anat, u, y0 + 0.56 * drop, 0.11 + 0.005 * k, half * 0.8,
-                         0.07 * density, anterior=True)
+                         0.04 * density, anterior=True)
             y0 += spacing * (1.0 + 0.035 * k) + rng.normal(0, 0.003)
-        _add_clavicle(clavicles, anat, u, 0.2 * density, rng)
-        _add_scapula(bones, anat, u, 0.05 * density, rng)
+        _add_clavicle(clavicles, anat, u, 0.13 * density, rng)
+        _add_scapula(bones, anat, u, 0.03 * density, rng)
     spine = np.exp(-(((x - anat.cx) / 0.035) ** 6)) * _sig((y - anat.apex + 0.05) / 0.01)
     discs = 0.75 + 0.25 * np.cos(2 * np.pi * (y - anat.apex) / (spacing * 1.05)) ** 8
     bones += (0.06 * density * spine * discs * anat.body).astype(np.float32)
@@ -398,7 +403,7 @@ def _add_clavicle(
     d = np.abs(yy - centre) / half
     core = np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0))
     cortex = np.exp(-(((d - 0.85) / 0.17) ** 2))
-    along = _sig((u - 0.03) / 0.006) * _sig((0.44 - u) / 0.01)
+    along = _sig((u - 0.045) / 0.006) * _sig((0.44 - u) / 0.01)
     bones[rows] += (amp * (0.6 * core + 0.4 * cortex) * along).astype(np.float32)
 
 
@@ -475,7 +480,8 @@ def _consolidation(rng: np.random.Generator, anat: _Anatomy, severity: float) ->
     for cy, cxp in _pick_points(rng, anat.lungs * lower, int(rng.integers(1, 4))):
         for _ in range(4):  # a cluster of overlapping blobs looks patchier than one
             oy, ox = rng.normal(0, 0.025, size=2)
-            out += rng.uniform(0.05, 0.1) * _blob(anat, cy + oy, cxp + ox, rng.uniform(0.025, 0.06))
+            sigma = rng.uniform(0.025, 0.06)
+            out += rng.uniform(0.05, 0.1) * _blob(anat, cy + oy, cxp + ox, sigma)
     patchy = 0.6 + 0.4 * _sig(2.0 * _smooth_noise(rng, anat.size, 20))
     return severity * out * patchy * np.clip(anat.lungs * 1.2, 0, 1)
 
@@ -500,11 +506,8 @@ def _flatten_contrast(img: np.ndarray) -> np.ndarray:
 
 
 def _save_png(path: Path, img01: np.ndarray) -> None:
-    import imageio.v3 as iio
-
-    data = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, data)
+    """8-bit PNG like the public sets ship, written atomically by the package's one PNG writer."""
+    write_png(path, img01, bits=8)
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -525,6 +528,8 @@ def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int 
         raise CxrbsError(f"number of phantom images n must be a positive integer, got {n}")
     if int(size) != size or size < _MIN_SIZE:
         raise CxrbsError(f"phantom size must be an integer >= {_MIN_SIZE}, got {size}")
+    if int(seed) != seed or seed < 0:
+        raise CxrbsError(f"phantom seed must be a non-negative integer, got {seed}")
     outdir = ensure_dir(outdir)
     root = np.random.SeedSequence([int(seed), PHANTOM_KINDS.index(kind)])
     writer = {
@@ -571,16 +576,22 @@ def _write_cxr8(kind: str, outdir: Path, n: int, size: int, root: np.random.Seed
     if n >= 2 and max(counts) < 2:  # keep the patient-grouping case present in small sets
         counts = [2] + counts[2:]
     ids = np.sort(plan_rng.choice(np.arange(1, 30_000), size=len(counts), replace=False))
-    for pid, count, pseq in zip(ids, counts, root.spawn(len(counts)), strict=True):
-        anat_seq, tex_seq, *image_seqs = pseq.spawn(count + 2)
-        sick = plan_rng.random() < 0.5
-        for follow, iseq in enumerate(image_seqs):
-            label = sick if plan_rng.random() > 0.15 else not sick
+    # labels mostly follow the patient, as in ChestX-ray8, where some patients are in both classes
+    sick = plan_rng.random(len(counts)) < 0.5
+    labels = [
+        [bool(s) if plan_rng.random() > 0.15 else not s for _ in range(c)]
+        for s, c in zip(sick, counts, strict=True)
+    ]
+    flat = [lab for per in labels for lab in per]
+    if n >= 2 and len(set(flat)) == 1:  # both classes, or a classifier has nothing to learn
+        labels[-1][-1] = not labels[-1][-1]
+    for pid, pseq, per in zip(ids, root.spawn(len(counts)), labels, strict=True):
+        anat_seq, tex_seq, *image_seqs = pseq.spawn(len(per) + 2)
+        for follow, (iseq, label) in enumerate(zip(image_seqs, per, strict=True)):
             noise, lesion = (np.random.default_rng(c) for c in iseq.spawn(2))
             ph = _phantom_from(
                 np.random.default_rng(anat_seq), np.random.default_rng(tex_seq), noise, lesion,
-                size,
-                _consolidation if label else None, float(lesion.uniform(0.7, 1.5)),
+                size, _consolidation if label else None, float(lesion.uniform(0.7, 1.5)),
             )
             folder = "abnormal" if label else "normal"
             _save_png(outdir / folder / f"{pid:08d}_{follow:03d}.png", ph.radiograph)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,13 @@ from tqdm import tqdm
 from cxrbs.atomic import atomic_path, write_csv
 from cxrbs.datasets import load_stack, read_manifest
 from cxrbs.errors import CxrbsError
-from cxrbs.io import SUPPORTED_SUFFIXES, read_image, write_dicom_derived, write_png
+from cxrbs.io import DICOM_SUFFIXES, SUPPORTED_SUFFIXES, read_image, write_dicom_derived, write_png
 from cxrbs.preprocess import _resize, apply_stretch, from_uint16, stretch_limits, to_uint16
 from cxrbs.train import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("png", "dicom")
 
 
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
@@ -62,33 +65,55 @@ def resolve_model(model: Path | None, best_json: Path = Path("results/bs/best.js
     """``--model`` if given, else the workflow's selected model; otherwise say how to get one."""
     if model is not None:
         if not Path(model).is_file():
-            raise CxrbsError(f"model checkpoint {model} does not exist")
+            raise CxrbsError(f"model checkpoint {model} does not exist: check the --model path")
         return Path(model)
     if best_json.is_file():
-        choice = json.loads(best_json.read_text())
-        path = Path(choice["checkpoint"])
-        if not path.is_absolute():
+        try:
+            choice = json.loads(best_json.read_text(encoding="utf-8"))
+            path = Path(choice["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CxrbsError(f"{best_json} is not a model choice written by the workflow ({exc}); "
+                             "rerun the workflow or pass --model path/to/best.pt") from exc
+        if not path.is_absolute():  # the workflow writes it relative to its root, 3 levels up
             path = best_json.parent.parent.parent / path
         if path.is_file():
             return path
-        raise CxrbsError(f"{best_json} names {path}, which is missing; rerun the workflow")
+        raise CxrbsError(f"{best_json} names {path}, which is missing; rerun the workflow "
+                         "or pass --model path/to/best.pt")
     raise CxrbsError(
         f"no model given and no {best_json}: train one with `snakemake --cores all` "
         "(or `cxrbs train-bs`), or pass --model path/to/best.pt"
     )
 
 
+def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
+    """The side the model was trained at: its validation images are the uncropped, unaugmented
+    preprocessed stack, so their side is the preprocessing size (``crop_size`` only cuts patches)."""
+    if meta.get("image_size"):
+        return int(meta["image_size"])
+    shape = (meta.get("data") or {}).get("val_shape") or (meta.get("data") or {}).get("train_shape")
+    if shape and len(shape) == 4 and shape[2] == shape[3]:
+        return int(shape[2])
+    return default
+
+
 def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
-    """Files as given; folders expanded (recursively) to their image files, sorted."""
+    """Files as given; folders expanded (recursively) to their image files, sorted.
+
+    Hidden files are skipped: they are OS litter or half-written temporaries (ours included).
+    """
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            yield from sorted(p for p in item.rglob("*")
-                              if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            yield from sorted(
+                p for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
         elif item.exists():
             yield item
         else:
-            raise CxrbsError(f"input {item} does not exist")
+            raise CxrbsError(f"input {item} does not exist: check the path")
 
 
 def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: float = 1.0,
@@ -105,30 +130,76 @@ def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: floa
     return np.clip(image - bone, 0.0, 1.0).astype(np.float32)
 
 
+def _is_dicom(path: Path) -> bool:
+    """By suffix or by the 'DICM' marker: DICOM files are often named by UID, without a suffix."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs; files found in a folder keep their sub-folder below ``outdir``.
+
+    Two inputs that would land on one output name are refused up front: silently overwriting
+    one patient's result with another's is worse than stopping.
+    """
+    suffix = ".dcm" if fmt == "dicom" else ".png"
+    plan: list[tuple[Path, Path]] = []
+    for item in inputs:
+        item = Path(item)
+        files = list(iter_inputs([item]))
+        for path in files:
+            rel = path.relative_to(item).parent if item.is_dir() else Path()
+            plan.append((path, outdir / rel / f"{path.stem}_bs{suffix}"))
+    seen: dict[Path, Path] = {}
+    for src, dst in plan:
+        if dst in seen:
+            raise CxrbsError(f"{seen[dst]} and {src} would both be written to {dst}: rename one "
+                             "of them or suppress them into separate output folders")
+        seen[dst] = src
+    return plan
+
+
 def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",
-                   full_resolution: bool = True, size: int | None = None,
-                   progress: bool = True) -> list[Path]:
-    """Stream files through the model one at a time (memory stays flat over thousands)."""
-    model, meta = load_bs_model(model_path)
-    size = size or int(meta.get("image_size") or 256)
-    files = list(iter_inputs(inputs))
-    if not files:
+                   full_resolution: bool = True, size: int | None = None, progress: bool = True,
+                   device: str = "cpu",
+                   on_error: Callable[[Path, CxrbsError], None] | None = None) -> list[Path]:
+    """Stream files through the model one at a time (memory stays flat over thousands).
+
+    Without ``on_error`` the first bad file stops the run; with it, bad files are reported to it
+    and skipped. Either way a failed file leaves no output (writes are atomic).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise CxrbsError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    outdir = Path(outdir)
+    plan = _output_plan(inputs, outdir, fmt)
+    if not plan:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
+    model, meta = load_bs_model(model_path, device=device)
+    size = size or model_image_size(meta)
+    description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"
     written = []
-    for path in tqdm(files, desc="suppress", disable=not progress, unit="img"):
-        image = read_image(path)
-        result = suppress_image(model, image, size=size, full_resolution=full_resolution)
-        is_dicom = path.suffix.lower() in {".dcm", ".dicom"} or fmt == "dicom"
-        if fmt == "dicom":
-            if not is_dicom or path.suffix.lower() not in {".dcm", ".dicom"}:
-                raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the tags from; "
-                                 "use --format png for this file")
-            target = outdir / (path.stem + "_bs.dcm")
-            write_dicom_derived(target, result, path,
-                                series_description=f"Bone suppressed ({meta.get('model_name', 'cxrbs')})")
-        else:
-            target = outdir / (path.stem + "_bs.png")
-            write_png(target, result, bits=16 if full_resolution else 8)
+    for path, target in tqdm(plan, desc="suppress", disable=not progress, unit="img"):
+        try:
+            if fmt == "dicom" and not _is_dicom(path):
+                raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
+                                 "and study tags from; use --format png for this file")
+            result = suppress_image(model, read_image(path), size=size,
+                                    full_resolution=full_resolution)
+            if fmt == "dicom":
+                write_dicom_derived(target, result, path, series_description=description)
+            else:
+                write_png(target, result, bits=16 if full_resolution else 8)
+        except CxrbsError as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+            continue
         written.append(target)
     log.info("wrote %d bone-suppressed image(s) to %s", len(written), outdir)
     return written

@@ -32,9 +32,8 @@ rule train_bs:
 rule evaluate_bs:
     """MAE, PSNR, SSIM, MS-SSIM and bone suppression ratio per test image."""
     input:
+        unpack(eval_pairs),
         model="results/bs/models/{arch}/best.pt",
-        images="results/data/{testset}/images.npy",
-        manifest="results/data/{testset}/manifest.csv",
     output:
         "results/bs/eval/{arch}/{testset}.csv",
     threads: 2
@@ -51,8 +50,7 @@ rule evaluate_bs:
 rule evaluate_identity:
     """The identity baseline: the input radiograph taken as the bone-suppressed prediction."""
     input:
-        images="results/data/{testset}/images.npy",
-        manifest="results/data/{testset}/manifest.csv",
+        unpack(eval_pairs),
     output:
         "results/bs/eval/identity/{testset}.csv",
     log:
@@ -68,7 +66,7 @@ rule evaluate_identity:
 rule summarize_bs:
     """Mean, SD and 95% CI per architecture, test set and metric, identity baseline included."""
     input:
-        expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=BS_TEST),
+        expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=EVAL_SETS),
     output:
         report(
             "results/bs/eval/summary.csv",

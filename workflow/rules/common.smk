@@ -3,7 +3,14 @@ import zlib
 
 from snakemake.utils import validate
 
+from cxrbs.config import check_config
+from cxrbs.errors import CxrbsError
 
+# One readable line per problem first (naming the key), then Snakemake's validation fills defaults.
+try:
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except CxrbsError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
 
 
@@ -28,13 +35,15 @@ BS_TEST = datasets_with_role("bs_test")
 TB_SETS = datasets_with_role("tb")
 PRETRAIN_SETS = datasets_with_role("pretrain")
 IMAGE_SETS = BS_TRAIN + BS_TEST + TB_SETS + PRETRAIN_SETS
+# "heldout" = the patient-level validation pairs of the training set (same institution).
+EVAL_SETS = BS_TEST + ["heldout"]
 
 
 wildcard_constraints:
     dataset="|".join(sorted(DATASETS)),
     imageset="|".join(IMAGE_SETS),
     arch="|".join(ARCHS),
-    testset="|".join(BS_TEST) if BS_TEST else "(?!)",
+    testset="|".join(EVAL_SETS),
     tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
     variant="baseline|bone_suppressed",
     fold=r"\d+",
@@ -62,6 +71,16 @@ def cls_images(wildcards):
     if wildcards.variant == "baseline":
         return f"results/data/{wildcards.tbset}/images.npy"
     return f"results/suppressed/{wildcards.tbset}/images.npy"
+
+
+def eval_pairs(wildcards):
+    """Paired test-set inputs; 'heldout' reads the training set's validation split."""
+    if wildcards.testset == "heldout":
+        return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv"}
+    return {
+        "images": f"results/data/{wildcards.testset}/images.npy",
+        "manifest": f"results/data/{wildcards.testset}/manifest.csv",
+    }
 
 
 def all_targets():

@@ -1,0 +1,39 @@
+"""Config checking with messages that name the key (``bs.train.epochs``), before any job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from cxrbs.errors import CxrbsError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every schema violation as one line: the dotted key, then what is wrong with it."""
+    validator = Draft202012Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        key = ".".join(str(p) for p in err.path) or "(top level)"
+        message = err.message
+        if err.validator == "additionalProperties":
+            message = message.replace("Additional properties are not allowed", "unknown key(s)")
+        elif err.validator == "oneOf" and "datasets" in key:
+            message = "give exactly one of url, path, registration or synthetic"
+        lines.append(f"config key {key}: {message}")
+    return lines
+
+
+def check_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    problems = config_problems(config, load_schema(schema_path))
+    if problems:
+        raise CxrbsError("invalid configuration:\n  " + "\n  ".join(problems)
+                         + "\n(see workflow/schemas/config.schema.yaml for every key)")
