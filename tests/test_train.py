@@ -86,24 +86,26 @@ def test_same_seed_gives_bitwise_identical_weights(data, tmp_path) -> None:
 
 def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, caplog) -> None:
     tr, va, _ = data
-    c = cfg(epochs=3, lr_patience=0, steps_per_epoch=2)  # lr halves on any bad epoch: state matters
+    # lr halves on any non-improving epoch, so the scheduler's memory of the best val loss matters
+    # (at lr 5e-3 epoch 5 is worse than epoch 3 but better than a forgotten best of inf).
+    c = cfg(epochs=6, lr=5e-3, lr_patience=0, steps_per_epoch=2)
     train_bs(MODEL, KWARGS, tr, va, c, tmp_path / "a", progress=False)
 
     real_epoch = train_mod._train_epoch
     computed: list[int] = []
 
-    def killed_in_epoch_3(run, epoch):
-        if epoch == 3:
+    def killed_in_epoch_5(run, epoch):
+        if epoch == 5:
             raise KeyboardInterrupt  # the process dies mid-epoch
         computed.append(epoch)
         return real_epoch(run, epoch)
 
-    monkeypatch.setattr(train_mod, "_train_epoch", killed_in_epoch_3)
+    monkeypatch.setattr(train_mod, "_train_epoch", killed_in_epoch_5)
     with pytest.raises(KeyboardInterrupt):
         train_bs(MODEL, KWARGS, tr, va, c, tmp_path / "b", progress=False)
-    assert computed == [1, 2]
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 2
-    assert len(pd.read_csv(tmp_path / "b" / "history.csv")) == 2
+    assert computed == [1, 2, 3, 4]
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 4
+    assert len(pd.read_csv(tmp_path / "b" / "history.csv")) == 4
 
     def spy(run, epoch):
         computed.append(epoch)
@@ -113,20 +115,22 @@ def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypa
     computed.clear()
     with caplog.at_level(logging.INFO, logger="cxrbs.train"):
         summary = train_bs(MODEL, KWARGS, tr, va, c, tmp_path / "b", progress=False)
-    assert computed == [3]
-    assert "resuming from epoch 2" in caplog.text
-    assert summary["epochs_run"] == 3
+    assert computed == [5, 6]
+    assert "resuming from epoch 4" in caplog.text
+    assert summary["epochs_run"] == 6
     for name in ("last.pt", "best.pt"):
         assert_same_weights(load_state(tmp_path / "a" / name), load_state(tmp_path / "b" / name))
     ha = pd.read_csv(tmp_path / "a" / "history.csv")
     hb = pd.read_csv(tmp_path / "b" / "history.csv")
-    assert ha["epoch"].tolist() == hb["epoch"].tolist() == [1, 2, 3]
+    assert ha["epoch"].tolist() == hb["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
     assert ha[["loss", "val_loss", "lr"]].equals(hb[["loss", "val_loss", "lr"]])
+    assert hb["lr"].iloc[-1] < c.lr  # the schedule did act, so restoring it was tested
 
     # Asking for more epochs extends the same run rather than starting over.
     computed.clear()
-    train_bs(MODEL, KWARGS, tr, va, cfg(epochs=4, lr_patience=0, steps_per_epoch=2), tmp_path / "b", progress=False)
-    assert computed == [4]
+    longer = cfg(epochs=7, lr=5e-3, lr_patience=0, steps_per_epoch=2)
+    train_bs(MODEL, KWARGS, tr, va, longer, tmp_path / "b", progress=False)
+    assert computed == [7]
 
 
 def test_changed_settings_start_fresh(data, tmp_path, caplog) -> None:

@@ -302,7 +302,8 @@ def cmd_train_cls(args: argparse.Namespace) -> int:
     sets = _prepare_sets([folder], out / "data", layout=layout, size=args.size,
                          progress=_progress(args), **options)
     train_cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer,
-                 "batch_size": args.batch_size, "val_fraction": args.val_fraction}
+                 "batch_size": args.batch_size, "val_fraction": args.val_fraction,
+                 "device": args.device}
     if args.patience is not None:
         train_cfg["early_stopping_patience"] = args.patience
     rows = pretrain([m for _, m, _ in sets], [s for _, _, s in sets], model=args.model,
@@ -327,7 +328,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not Path(args.model).is_file():
         raise CxrbsError(f"classifier checkpoint {args.model} does not exist: check the --model path")
     model, meta = load_classifier(Path(args.model))
-    size = int(args.size or meta.get("image_size") or 256)
+    size = args.size or _checkpoint_size(meta.get("image_size"))
     files = list(iter_inputs(args.inputs))
     if not files:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
@@ -353,6 +354,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(frame.to_csv(index=False))
     return EXIT_USER_ERROR if failed else 0
+
+
+def _checkpoint_size(value: Any, default: int = 256) -> int:
+    """The classifier's training side (an int, or [h, w] for non-square stacks)."""
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return int(value) if value else default
 
 
 # ----------------------------------------------------------------------------- parser
@@ -544,13 +552,15 @@ def _add_train_cls(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=32, help="maximum epochs")
     p.add_argument("--batch-size", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="sgd (momentum 0.9, Nesterov) as in the study, or adam")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (momentum 0.9, Nesterov) as in the study, or adamw (more robust "
+                        "from random weights)")
     p.add_argument("--patience", type=int, default=None,
                    help="stop after this many epochs without validation improvement")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of patients for validation")
     p.add_argument("--seed", type=int, default=13, help="seed of the split and training")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def _add_predict(sub: Any) -> None:

@@ -639,3 +639,214 @@ def _classification_figures(results: Path, config: Mapping[str, Any], col: _Coll
         col.add(sec, plot_metric_comparison(comparison, col.path("cls_comparison")))
 
 
+# ---------------------------------------------------------------------------------------------
+# relevance maps, box localisation and feature space, from the fold models
+# ---------------------------------------------------------------------------------------------
+def select_crm_cases(labels: Sequence[int], prob: Sequence[float], threshold: float,
+                     n: int) -> list[tuple[int, bool]]:
+    """(index, correct) of up to ``n`` TB cases: half the most confidently right, half the most
+    clearly missed; a short side is filled from the other, so the figure always has ``n`` rows
+    where the set allows."""
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(prob, dtype=float)
+    tb = np.flatnonzero((y == 1) & np.isfinite(p))
+    right = [int(i) for i in tb[np.argsort(-p[tb], kind="stable")] if p[i] >= threshold]
+    wrong = [int(i) for i in tb[np.argsort(p[tb], kind="stable")] if p[i] < threshold]
+    n_right = min(len(right), max(math.ceil(n / 2), n - len(wrong)))
+    n_wrong = min(len(wrong), n - n_right)
+    return [(i, True) for i in right[:n_right]] + [(i, False) for i in wrong[:n_wrong]]
+
+
+@dataclass
+class _FoldData:
+    """One TB set's held-out images of one fold, both variants, with their models."""
+
+    dataset: str
+    fold: int
+    names: list[str]
+    labels: np.ndarray
+    image_paths: list[str]
+    images: dict[str, np.ndarray]
+    models: dict[str, Any]
+
+
+def _heatmaps(model: Any, img: np.ndarray, crm_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """CRM and Grad-CAM (towards the TB class) of one (H, W) image in [0, 1]."""
+    import torch
+
+    from cxrbs.crm import class_selective_relevance_map, grad_cam
+
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    crm = class_selective_relevance_map(model, x, threshold=crm_threshold)
+    target = 1 if int(getattr(model.fc, "out_features", 2)) > 1 else 0
+    return crm, grad_cam(model, x, target)
+
+
+def _model_figures(results: Path, config: Mapping[str, Any], col: _Collector) -> None:
+    """CRM grids, box localisation, cluster scores and t-SNE; writes the two tables."""
+    report_cfg = config.get("report") or {}
+    boxes_csv = report_cfg.get("boxes_csv")
+    fs_rows: list[dict[str, Any]] = []
+    box_rows: list[dict[str, Any]] = []
+    boxes = _read_boxes(Path(boxes_csv), col) if boxes_csv else None
+    if not boxes_csv:
+        col.note("relevance_maps", "no expert boxes configured (report.boxes_csv): localisation not scored")
+    for tb in _datasets(config, "tb"):
+        for fold in _fold_data(results, config, tb, col):
+            fs_rows += _feature_space_rows(fold, config, col)
+            if boxes:
+                box_rows += _box_rows(fold, boxes, float(report_cfg.get("crm_threshold", 0.1)), col)
+            if fold.fold == 0:
+                _crm_examples(results, config, fold, boxes or {}, col)
+    write_csv(results / "cls" / "feature_space.csv", pd.DataFrame(fs_rows, columns=FEATURE_SPACE_COLUMNS))
+    if boxes_csv:
+        write_csv(results / "cls" / "crm_boxes.csv", pd.DataFrame(box_rows, columns=CRM_BOX_COLUMNS))
+
+
+def _read_boxes(path: Path, col: _Collector) -> dict[str, list[Box]]:
+    from cxrbs.crm import read_boxes_csv
+
+    if not path.is_file():
+        col.note("relevance_maps", f"box file {path} (report.boxes_csv) does not exist: boxes left out")
+        return {}
+    return {Path(k).stem: v for k, v in read_boxes_csv(path).items()}
+
+
+def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collector) -> Iterator[_FoldData]:
+    """Yield each fold whose two variant models and image stacks exist; note what is missing."""
+    from cxrbs.datasets import load_stack
+    from cxrbs.preprocess import from_uint16
+
+    variants = list((config.get("cls") or {}).get("variants", VARIANTS))
+    folds_csv = results / "data" / tb / "folds.csv"
+    stacks = {"baseline": results / "data" / tb / "images.npy",
+              "bone_suppressed": results / "suppressed" / tb / "images.npy"}
+    missing = [str(p) for p in (folds_csv, *stacks.values()) if not p.is_file()]
+    if set(VARIANTS) - set(variants) or missing:
+        why = f"missing {', '.join(missing)}" if missing else "both variants are needed (cls.variants)"
+        for sec in ("relevance_maps", "feature_space"):
+            col.note(sec, f"{tb}: left out, {why}")
+        return
+    try:
+        from cxrbs.classify import load_classifier
+    except ImportError as exc:  # the classification module is optional for figure-only installs
+        for sec in ("relevance_maps", "feature_space"):
+            col.note(sec, f"{tb}: left out, cxrbs.classify cannot be imported ({exc})")
+        return
+    folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
+    loaded = {v: load_stack(p) for v, p in stacks.items()}
+    for k in sorted(int(f) for f in folds["fold"].unique()):
+        paths = {v: results / "cls" / tb / v / f"fold{k}" / "model.pt" for v in VARIANTS}
+        if not all(p.is_file() for p in paths.values()):
+            for sec in ("relevance_maps", "feature_space"):
+                col.note(sec, f"{tb} fold {k}: a variant's model.pt is missing, fold left out")
+            continue
+        idx = np.flatnonzero(folds["fold"].to_numpy() == k)
+        yield _FoldData(
+            dataset=tb, fold=k, names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
+            labels=folds["label"].to_numpy(int)[idx],
+            image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
+            images={v: from_uint16(np.asarray(s[idx, 0])) for v, s in loaded.items()},
+            models={v: load_classifier(p)[0] for v, p in paths.items()},
+        )
+
+
+def _feature_space_rows(fold: _FoldData, config: Mapping[str, Any], col: _Collector) -> list[dict[str, Any]]:
+    from cxrbs.errors import CxrbsError
+    from cxrbs.feature_space import cluster_scores, extract_features, tsne_embedding
+
+    feats = {v: extract_features(fold.models[v], fold.images[v]) for v in VARIANTS}
+    scores = {v: cluster_scores(feats[v], fold.labels) for v in VARIANTS}
+    rows = [{"dataset": fold.dataset, "variant": v, "fold": fold.fold, "n": len(fold.labels), **scores[v]}
+            for v in VARIANTS]
+    if fold.fold == 0:
+        seed = int(config.get("seed", 0))
+        try:
+            embs = [tsne_embedding(feats[v], seed=seed) for v in VARIANTS]
+        except CxrbsError as exc:
+            col.note("feature_space", f"{fold.dataset}: no t-SNE ({exc})")
+        else:
+            col.add("feature_space", plot_tsne(
+                *embs, fold.labels, scores, col.path(f"tsne_{fold.dataset}"),
+                title=f"{fold.dataset}, fold 0 held-out images: t-SNE of pooled deep features"))
+    return rows
+
+
+def _scaled_boxes(fold: _FoldData, i: int, boxes: Mapping[str, list[Box]]) -> list[Box] | None:
+    """Boxes of image i in stack pixels (stacks are resized without keeping the aspect ratio)."""
+    from cxrbs.io import image_info
+
+    found = boxes.get(fold.names[i])
+    if not found:
+        return None
+    info = image_info(fold.image_paths[i])
+    side = fold.images["baseline"].shape[-1]
+    sx, sy = side / float(info["width"]), side / float(info["height"])
+    return [(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in found]
+
+
+def _box_rows(fold: _FoldData, boxes: Mapping[str, list[Box]], crm_threshold: float,
+              col: _Collector) -> list[dict[str, Any]]:
+    from cxrbs.crm import mass_inside_boxes
+    from cxrbs.errors import CxrbsError
+
+    rows = []
+    for i, name in enumerate(fold.names):
+        if name not in boxes:
+            continue
+        try:
+            scaled = _scaled_boxes(fold, i, boxes)
+        except CxrbsError as exc:
+            col.note("relevance_maps", f"{fold.dataset} {name}: boxes not scored ({exc})")
+            continue
+        for variant in VARIANTS:
+            crm, cam = _heatmaps(fold.models[variant], fold.images[variant][i], crm_threshold)
+            for method, heat in (("crm", crm), ("grad_cam", cam)):
+                rows.append({"dataset": fold.dataset, "variant": variant, "fold": fold.fold, "image": name,
+                             "method": method, "n_boxes": len(scaled or []),
+                             "mass_inside": mass_inside_boxes(heat, scaled or [])})
+    return rows
+
+
+def _crm_examples(results: Path, config: Mapping[str, Any], fold: _FoldData,
+                  boxes: Mapping[str, list[Box]], col: _Collector) -> None:
+    """The fold's TB cases, right and wrong by the bone-suppressed model, with both models' maps."""
+    from cxrbs.errors import CxrbsError
+
+    report_cfg = config.get("report") or {}
+    threshold = float((config.get("cls") or {}).get("threshold", 0.5))
+    probs = {}
+    for v in VARIANTS:
+        p = results / "cls" / fold.dataset / v / f"fold{fold.fold}" / "predictions.csv"
+        table = _read_csv(p, dtype={"image": str, "patient": str})
+        if table is None:
+            col.note("relevance_maps", f"{fold.dataset}: {p} is missing, no relevance-map figure")
+            return
+        deep = table[table["model"] == "deep"].set_index("image")["probability"]
+        probs[v] = np.array([float(deep.get(n, np.nan)) for n in fold.names])
+    cases = select_crm_cases(fold.labels, probs["bone_suppressed"], threshold,
+                             int(report_cfg.get("crm_examples", 4)))
+    if not cases:
+        col.note("relevance_maps", f"{fold.dataset}: no TB case among the fold-0 held-out images")
+        return
+    crm_threshold = float(report_cfg.get("crm_threshold", 0.1))
+    maps: dict[str, list[np.ndarray]] = {f"{k}_{v}": [] for k in ("crm", "cam") for v in VARIANTS}
+    titles, shown_boxes = [], []
+    for i, correct in cases:
+        for v in VARIANTS:
+            crm, cam = _heatmaps(fold.models[v], fold.images[v][i], crm_threshold)
+            maps[f"crm_{v}"].append(crm)
+            maps[f"cam_{v}"].append(cam)
+        titles.append(f"{fold.names[i]}: TB, bone-suppressed model {'right' if correct else 'wrong'} "
+                      f"(p={probs['bone_suppressed'][i]:.2f}; baseline p={probs['baseline'][i]:.2f})")
+        try:
+            shown_boxes.append(_scaled_boxes(fold, i, boxes) or [])
+        except CxrbsError:
+            shown_boxes.append([])
+    idx = [i for i, _ in cases]
+    col.add("relevance_maps", plot_crm_grid(
+        fold.images["baseline"][idx], fold.images["bone_suppressed"][idx],
+        np.stack(maps["crm_baseline"]), np.stack(maps["crm_bone_suppressed"]), titles,
+        col.path(f"crm_{fold.dataset}"), gradcam_orig=np.stack(maps["cam_baseline"]),
+        gradcam_bs=np.stack(maps["cam_bone_suppressed"]),
+        boxes=shown_boxes if any(shown_boxes) else None))

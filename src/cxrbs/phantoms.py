@@ -154,8 +154,8 @@ def _anatomy(rng: np.random.Generator, size: int) -> _Anatomy:
     bw = bw + 0.02 * _smoothstep((y - 0.3) / 0.5)
     body = _sig((bw - np.abs(x - cx)) / edge)
 
-    heart_c = (cx + rng.uniform(0.05, 0.08), base - rng.uniform(0.0, 0.03))
-    heart_r = (rng.uniform(0.17, 0.2) * sw, rng.uniform(0.2, 0.24))
+    heart_c = (cx + rng.uniform(0.07, 0.1), base + rng.uniform(-0.02, 0.02))
+    heart_r = (rng.uniform(0.16, 0.185) * sw, rng.uniform(0.21, 0.25))
     heart = _ellipse(x, y, heart_c, heart_r, edge)
     knob = _ellipse(x, y, (cx + 0.045, apex + 0.17), (0.035, 0.03), edge)
     lungs = np.zeros((size, size), np.float32)
@@ -241,7 +241,7 @@ def _soft_tissue(
 
     texture = _smooth_noise(tex_rng, s, 12) * 0.035 + _smooth_noise(tex_rng, s, 40) * 0.015
     soft = soft + texture * anat.lungs
-    soft = soft + rng.uniform(0.08, 0.12) * _vessels(tex_rng, anat) * anat.lungs
+    soft = soft + rng.uniform(0.06, 0.1) * _vessels(tex_rng, anat) * anat.lungs
 
     gamma = rng.uniform(0.85, 1.15)
     soft = np.clip(soft, 0.0, 1.0) ** gamma * rng.uniform(0.92, 1.0)
