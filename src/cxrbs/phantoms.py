@@ -96,7 +96,10 @@ def make_phantom(
 def _phantom(
     rng: np.random.Generator, size: int, lesion: _Lesion | None, severity: float
 ) -> Phantom:
-    anat_rng, tex_rng, noise_rng, lesion_rng = rng.spawn(4)
+    # child generators from drawn seeds (Generator.spawn needs numpy >= 1.25; we allow 1.24)
+    anat_rng, tex_rng, noise_rng, lesion_rng = (
+        np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, size=4)
+    )
     return _phantom_from(anat_rng, tex_rng, noise_rng, lesion_rng, size, lesion, severity)
 
 

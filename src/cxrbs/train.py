@@ -363,7 +363,7 @@ def _try_resume(path: Path, meta: dict[str, Any], run: _Run) -> bool:
         run.epoch = int(ckpt["epoch"])
         run.best_val = float(ckpt["best_val_loss"])
         run.best_epoch = int(ckpt["best_epoch"])
-        pass
+        run.bad_epochs = int(ckpt["bad_epochs"])
         run.stopped_early = bool(ckpt["stopped_early"])
         run.history = [dict(r) for r in ckpt["history"]]
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
