@@ -111,7 +111,8 @@ def test_tb_severity_scales_the_opacities() -> None:
         for s in (0.0, 0.5, 2.0)
     ]
     assert gain[0] == 0.0
-    assert gain[2] > gain[1] > 0.0
+    assert gain[1] > 0.0
+    assert gain[2] > 4 * gain[1]  # 4x the severity: stronger and more numerous opacities
 
 
 @pytest.mark.parametrize("bad", [{"tb_severity": -1.0}, {"tb_severity": float("nan")}])
@@ -195,18 +196,6 @@ def test_tb_layouts(tmp_path: Path, kind: str, prefix: str, n: int, n_tb: int) -
     assert sum(labels) == n_tb
     assert len({p.name[:11] for p in files}) == n  # case numbers are unique
     _no_leftovers(out)
-
-
-def test_tb_layout_images_show_upper_zone_opacities(tmp_path: Path) -> None:
-    """TB-labelled files are brighter in the upper lung band than normal ones, on average."""
-    out = write_layout("shenzhen", tmp_path, 12, size=64, seed=1)
-    band = {0: [], 1: []}
-    for p in _pngs(out):
-        img = _read(p).astype(float)
-        upper = img[14:26, 10:54]  # upper lung zones of a 64 px phantom
-        mid = img[30:42, 10:54]
-        band[int(p.stem[-1])].append(upper.mean() - mid.mean())
-    assert np.mean(band[1]) > np.mean(band[0]) + 2.0
 
 
 def test_cxr8_layout(tmp_path: Path) -> None:

@@ -264,7 +264,7 @@ def test_residual_model_beats_identity_baseline(data, tmp_path) -> None:
     path = tmp_path / "train.npy"
     np.save(path, np.round(tr * 65535).astype(np.uint16))
     train_mm = np.load(path, mmap_mode="r")  # the prepared-stack format, read batch by batch
-    train_bs(MODEL, KWARGS, train_mm, va, cfg(epochs=6, lr=3e-3, crop_size=None), tmp_path, progress=False)
+    train_bs(MODEL, KWARGS, train_mm, va, cfg(epochs=10, lr=3e-3, crop_size=None), tmp_path, progress=False)
     model, _ = load_bs_model(tmp_path / "best.pt")
     names = [f"t{i}" for i in range(len(te))]
     trained = evaluate_pairs(lambda x: predict_images(model, x), te, names)

@@ -24,9 +24,13 @@ def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
         key = ".".join(str(p) for p in err.path) or "(top level)"
         message = err.message
-        if err.validator == "additionalProperties":
-            message = message.replace("Additional properties are not allowed", "unknown key(s)")
-        elif err.validator == "oneOf" and "datasets" in key:
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            known = set(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - known):
+                full = f"{key}.{extra}" if err.path else str(extra)
+                lines.append(f"config key {full}: unknown key (known keys here: {', '.join(sorted(known))})")
+            continue
+        if err.validator == "oneOf" and "datasets" in key:
             message = "give exactly one of url, path, registration or synthetic"
         lines.append(f"config key {key}: {message}")
     return lines

@@ -504,7 +504,7 @@ def _fmt(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # the whole results tree
 # ---------------------------------------------------------------------------------------------
-SECTIONS = ("bone_suppression", "classification", "relevance_maps", "feature_space")
+SECTIONS = ("bone_suppression", "classification", "statistics", "relevance_maps", "feature_space")
 
 
 @dataclass
@@ -634,9 +634,9 @@ def _classification_figures(results: Path, config: Mapping[str, Any], col: _Coll
             col.add(sec, plot_cls_metrics(metrics, col.path(f"cls_metrics_{dataset}"), dataset=dataset))
     comparison = _read_csv(results / "cls" / "comparison.csv")
     if comparison is None or comparison.empty:
-        col.note(sec, "no variant comparison (results/cls/comparison.csv) yet")
+        col.note("statistics", "no variant comparison (results/cls/comparison.csv) yet")
     else:
-        col.add(sec, plot_metric_comparison(comparison, col.path("cls_comparison")))
+        col.add("statistics", plot_metric_comparison(comparison, col.path("cls_comparison")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,6 +663,7 @@ class _FoldData:
 
     dataset: str
     fold: int
+    first: bool
     names: list[str]
     labels: np.ndarray
     image_paths: list[str]
@@ -696,7 +697,7 @@ def _model_figures(results: Path, config: Mapping[str, Any], col: _Collector) ->
             fs_rows += _feature_space_rows(fold, config, col)
             if boxes:
                 box_rows += _box_rows(fold, boxes, float(report_cfg.get("crm_threshold", 0.1)), col)
-            if fold.fold == 0:
+            if fold.first:
                 _crm_examples(results, config, fold, boxes or {}, col)
     write_csv(results / "cls" / "feature_space.csv", pd.DataFrame(fs_rows, columns=FEATURE_SPACE_COLUMNS))
     if boxes_csv:
@@ -735,7 +736,8 @@ def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collecto
         return
     folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
     loaded = {v: load_stack(p) for v, p in stacks.items()}
-    for k in sorted(int(f) for f in folds["fold"].unique()):
+    fold_ids = sorted(int(f) for f in folds["fold"].unique())
+    for k in fold_ids:
         paths = {v: results / "cls" / tb / v / f"fold{k}" / "model.pt" for v in VARIANTS}
         if not all(p.is_file() for p in paths.values()):
             for sec in ("relevance_maps", "feature_space"):
@@ -743,7 +745,7 @@ def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collecto
             continue
         idx = np.flatnonzero(folds["fold"].to_numpy() == k)
         yield _FoldData(
-            dataset=tb, fold=k, names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
+            dataset=tb, fold=k, first=k == fold_ids[0], names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
             images={v: from_uint16(np.asarray(s[idx, 0])) for v, s in loaded.items()},
@@ -759,7 +761,7 @@ def _feature_space_rows(fold: _FoldData, config: Mapping[str, Any], col: _Collec
     scores = {v: cluster_scores(feats[v], fold.labels) for v in VARIANTS}
     rows = [{"dataset": fold.dataset, "variant": v, "fold": fold.fold, "n": len(fold.labels), **scores[v]}
             for v in VARIANTS]
-    if fold.fold == 0:
+    if fold.first:
         seed = int(config.get("seed", 0))
         try:
             embs = [tsne_embedding(feats[v], seed=seed) for v in VARIANTS]
@@ -768,7 +770,7 @@ def _feature_space_rows(fold: _FoldData, config: Mapping[str, Any], col: _Collec
         else:
             col.add("feature_space", plot_tsne(
                 *embs, fold.labels, scores, col.path(f"tsne_{fold.dataset}"),
-                title=f"{fold.dataset}, fold 0 held-out images: t-SNE of pooled deep features"))
+                title=f"{fold.dataset}, fold {fold.fold} held-out images: t-SNE of pooled deep features"))
     return rows
 
 
@@ -827,7 +829,7 @@ def _crm_examples(results: Path, config: Mapping[str, Any], fold: _FoldData,
     cases = select_crm_cases(fold.labels, probs["bone_suppressed"], threshold,
                              int(report_cfg.get("crm_examples", 4)))
     if not cases:
-        col.note("relevance_maps", f"{fold.dataset}: no TB case among the fold-0 held-out images")
+        col.note("relevance_maps", f"{fold.dataset}: no TB case among the fold-{fold.fold} held-out images")
         return
     crm_threshold = float(report_cfg.get("crm_threshold", 0.1))
     maps: dict[str, list[np.ndarray]] = {f"{k}_{v}": [] for k in ("crm", "cam") for v in VARIANTS}

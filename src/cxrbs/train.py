@@ -235,7 +235,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, float]:
         run.scaler.update()
         total += value * len(idx)
         seen += len(idx)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
     bar.close()
     return total / seen, seen, time.perf_counter() - t0
 

@@ -1,0 +1,98 @@
+"""Manifests from the real folder layouts, and the preprocessed stacks built from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrbs.datasets import build_stack, load_stack
+from cxrbs.errors import CxrbsError
+from cxrbs.io import write_png
+from cxrbs.manifests import build_manifest
+from cxrbs.phantoms import write_layout
+
+
+def test_real_bse_jsrt_pairs(shared_data: Path) -> None:
+    frame = build_manifest(shared_data / "bse-jsrt", "paired")
+    assert len(frame) == 128
+    assert frame["patient_id"].is_unique  # one radiograph per JSRT patient
+    assert all(Path(s).name == Path(t).name for s, t in zip(frame.image_path, frame.target_path))
+    assert frame["pair_id"].str.match(r"^JPC[LN]N\d{3}$").all()
+
+
+def test_real_cxr8_patients_group_follow_ups(shared_data: Path) -> None:
+    frame = build_manifest(shared_data / "cxr8", "class_folders",
+                           classes={"normal": 0, "pneumonia": 1}, patient_regex=r"^(\d{8})_\d{3}$")
+    assert len(frame) == 420 + 399
+    assert frame["label"].sum() == 399
+    counts = frame.groupby("patient_id").size()
+    assert counts.max() > 1  # follow-ups share a patient id, so splits must group them
+    assert frame["patient_id"].str.fullmatch(r"\d{8}").all()
+
+
+def test_real_tb_samples(shared_data: Path) -> None:
+    shenzhen = build_manifest(shared_data / "tb-sample" / "shenzhen", "shenzhen")
+    assert len(shenzhen) == 17 and shenzhen["label"].sum() == 3
+    montgomery = build_manifest(shared_data / "tb-sample" / "montgomery", "montgomery")
+    assert len(montgomery) == 2 and montgomery["label"].sum() == 0
+
+
+def test_montgomery_masks_are_not_radiographs(tmp_path: Path) -> None:
+    root = write_layout("montgomery", tmp_path / "mc", 4, size=64, seed=1)
+    mask_dir = root / "ManualMask" / "leftMask"
+    mask_dir.mkdir(parents=True)
+    first = sorted(root.glob("MCUCXR_*.png"))[0]
+    write_png(mask_dir / first.name, np.ones((64, 64)))
+    frame = build_manifest(root, "montgomery")
+    assert len(frame) == 4
+    assert not frame["image_path"].str.contains("Mask").any()
+
+
+def test_pairs_without_partner_are_named(tmp_path: Path) -> None:
+    root = write_layout("pairs", tmp_path / "p", 3, size=64, seed=0)
+    victim = sorted((root / "target").iterdir())[0]
+    victim.unlink()
+    with pytest.raises(CxrbsError, match=victim.stem):
+        build_manifest(root, "paired")
+
+
+def test_unknown_file_in_class_folder(tmp_path: Path) -> None:
+    root = write_layout("cxr8", tmp_path / "c", 6, size=64, seed=0)
+    stray = root / "normal" / "notes.txt"
+    stray.write_text("not an image")
+    with pytest.raises(CxrbsError, match="notes.txt"):
+        build_manifest(root, "class_folders", classes={"normal": 0, "abnormal": 1})
+
+
+def test_non_utf8_file_name_in_error(tmp_path: Path) -> None:
+    root = write_layout("cxr8", tmp_path / "c", 6, size=64, seed=0)
+    bad = os.path.join(os.fsencode(root / "normal"), b"scan\xff.txt")
+    with open(bad, "wb") as fh:
+        fh.write(b"x")
+    with pytest.raises(CxrbsError, match="scan"):
+        build_manifest(root, "class_folders", classes={"normal": 0, "abnormal": 1})
+
+
+def test_mismatched_pair_sizes_name_both_files(tmp_path: Path) -> None:
+    root = write_layout("pairs", tmp_path / "p", 2, size=64, seed=0)
+    target = sorted((root / "target").iterdir())[0]
+    write_png(target, np.zeros((48, 64)))
+    frame = build_manifest(root, "paired")
+    out = tmp_path / "stack" / "images.npy"
+    with pytest.raises(CxrbsError, match=target.name):
+        build_stack(frame, out, size=32, progress=False)
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no half-written stack under any name
+
+
+def test_stack_matches_manifest_rows(tmp_path: Path) -> None:
+    root = write_layout("shenzhen", tmp_path / "s", 6, size=64, seed=3)
+    frame = build_manifest(root, "shenzhen")
+    out = build_stack(frame, tmp_path / "images.npy", size=32, progress=False)
+    stack = load_stack(out)
+    assert stack.shape == (6, 1, 32, 32) and stack.dtype == np.uint16
+    assert stack.max() == 65535 and stack.min() == 0  # percentile stretch saturates both ends
+    assert list(frame["index"]) == list(range(6))
