@@ -26,7 +26,8 @@ def _smooth_image(side: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("side", "win", "scales"), [(256, 11, 5), (161, 11, 5), (160, 9, 5), (128, 7, 5), (64, 7, 4), (32, 7, 3)]
+    ("side", "win", "scales"),
+    [(256, 11, 5), (161, 11, 5), (160, 9, 5), (128, 7, 5), (64, 7, 4), (32, 7, 3)],
 )
 def test_msssim_settings_known_sides(side: int, win: int, scales: int) -> None:
     got_win, weights = msssim_settings(side)
@@ -40,7 +41,8 @@ def test_msssim_settings_known_sides(side: int, win: int, scales: int) -> None:
         assert np.allclose(ratios, ratios[0])  # same relative weights as the published ones
     # The settings must actually run: identical images give 1, a noisy copy less.
     y = torch.from_numpy(_smooth_image(side, 1))[None, None]
-    noisy = (y + 0.05 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
+    noisy = (y + 0.05 * noise).clamp(0, 1)
     assert float(msssim(y, y, win_size=got_win, weights=weights)) == pytest.approx(1.0, abs=1e-9)
     val = float(msssim(noisy, y, win_size=got_win, weights=weights))
     assert 0.0 < val < 0.999
@@ -51,7 +53,9 @@ def test_msssim_matches_library_where_library_accepts(side: int) -> None:
     win, weights = msssim_settings(side)
     y = torch.from_numpy(_smooth_image(side, 2))[None, None].repeat(2, 1, 1, 1)
     x = (y + 0.03 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-    expected = library_ms_ssim(x, y, data_range=1.0, win_size=win, weights=weights, size_average=False)
+    expected = library_ms_ssim(
+        x, y, data_range=1.0, win_size=win, weights=weights, size_average=False
+    )
     assert torch.allclose(msssim(x, y, win_size=win, weights=weights, size_average=False), expected)
 
 
@@ -60,7 +64,9 @@ def test_msssim_own_scale_loop_equals_library(monkeypatch: pytest.MonkeyPatch) -
     win, weights = 7, msssim_settings(64)[1]  # 4 scales of window 7, at 128 px both paths work
     y = torch.from_numpy(_smooth_image(128, 3))[None, None].repeat(3, 1, 1, 1)
     x = (y + 0.05 * torch.randn(y.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
-    expected = library_ms_ssim(x, y, data_range=1.0, win_size=win, weights=weights, size_average=False)
+    expected = library_ms_ssim(
+        x, y, data_range=1.0, win_size=win, weights=weights, size_average=False
+    )
     monkeypatch.setattr(losses, "_LIBRARY_FACTOR", 10**9)
     got = msssim(x, y, win_size=win, weights=weights, size_average=False)
     assert torch.allclose(got, expected, atol=1e-12)
@@ -102,7 +108,8 @@ def test_combined_loss_values() -> None:
 
 def test_combined_loss_overshoot_and_bf16_are_finite() -> None:
     y = torch.from_numpy(_smooth_image(32, 6)).float()[None, None]
-    pred = (y * 2.0 - 0.5).requires_grad_(True)  # far outside [0, 1], like an untrained linear output
+    # Far outside [0, 1], like an untrained linear output.
+    pred = (y * 2.0 - 0.5).requires_grad_(True)
     loss = CombinedLoss()(pred, y)
     loss.backward()
     value = loss.detach().item()
@@ -112,7 +119,8 @@ def test_combined_loss_overshoot_and_bf16_are_finite() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf = CombinedLoss()(y.to(torch.bfloat16), y)
     assert bf.dtype == torch.float32
-    assert float(bf) == pytest.approx(float(CombinedLoss()(y.to(torch.bfloat16).float(), y)), abs=1e-6)
+    fp32 = CombinedLoss()(y.to(torch.bfloat16).float(), y)
+    assert float(bf) == pytest.approx(float(fp32), abs=1e-6)
 
 
 def test_psnr_mae_known_values() -> None:
@@ -142,8 +150,8 @@ def test_bone_suppression_ratios() -> None:
     assert metrics.bone_suppression_ratio(source, target, target) == pytest.approx(1.0)
     assert metrics.bone_energy_removed(source, target, target) == pytest.approx(1.0)
     assert metrics.bone_energy_removed(source, source, target) == pytest.approx(0.0)
-    # GL-LCM/BS-LDM BSR of the identity, by hand: mean bone 0.1; one-sided residual (0.1, 0.1, 0.1, 0)
-    # -> 1 - 0.03 / 0.16.
+    # GL-LCM/BS-LDM BSR of the identity, by hand: mean bone 0.1; one-sided residual
+    # (0.1, 0.1, 0.1, 0) -> 1 - 0.03 / 0.16.
     assert metrics.bone_suppression_ratio(source, source, target) == pytest.approx(1 - 0.03 / 0.16)
     # A global brightness offset is forgiven by BSR, not by the energy fraction.
     assert metrics.bone_suppression_ratio(source, target + 0.05, target) == pytest.approx(1.0)
@@ -172,7 +180,7 @@ def test_summarize_matches_scipy_t_interval() -> None:
         assert row["n"] == len(v)
         assert row["mean"] == pytest.approx(v.mean())
         if len(v) < 2:
-            assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"]) and math.isnan(row["sd"])
+            assert np.isnan([row["ci_low"], row["ci_high"], row["sd"]]).all()
             continue
         lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
         assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
@@ -180,7 +188,8 @@ def test_summarize_matches_scipy_t_interval() -> None:
         assert row["sd"] == pytest.approx(v.std(ddof=1))
     assert int(out.query("model == 'b' and metric == 'bsr'")["n"].iloc[0]) == 4  # NaN left out
     overall = metrics.summarize(vals, [], metrics=["psnr"])
-    assert overall["n"].tolist() == [12] and overall["mean"].iloc[0] == pytest.approx(vals["psnr"].mean())
+    assert overall["n"].tolist() == [12]
+    assert overall["mean"].iloc[0] == pytest.approx(vals["psnr"].mean())
     with pytest.raises(CxrbsError, match="grouping"):
         metrics.summarize(vals, ["nope"])
 

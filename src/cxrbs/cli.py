@@ -284,35 +284,55 @@ def cmd_suppress(args: argparse.Namespace) -> int:
 
 
 def cmd_train_cls(args: argparse.Namespace) -> int:
-    from cxrbs.cls_pipeline import pretrain
+    import numpy as np
 
-    if (args.data is None) == (args.layout is None):
-        raise CxrbsError("train-cls needs either --data DIR --classes ... (class folders) or "
-                         "--layout shenzhen|montgomery DIR")
-    if args.layout is not None:
-        folder, layout, options = Path(args.layout_dir), args.layout, {}
-    else:
-        if not args.classes:
-            raise CxrbsError("--data needs --classes, e.g. --classes normal=0,abnormal=1")
-        options = {"classes": _classes(args.classes)}
-        if args.patient_regex:
-            options["patient_regex"] = args.patient_regex
-        folder, layout = Path(args.data), "class_folders"
+    from cxrbs.classify import ClsTrainConfig, train_classifier
+    from cxrbs.datasets import load_stack, read_manifest
+    from cxrbs.splits import patient_split
+
+    folder, layout, options = _cls_source(args)
     out = Path(args.output)
-    sets = _prepare_sets([folder], out / "data", layout=layout, size=args.size,
-                         progress=_progress(args), **options)
+    [(name, manifest_path, stack_path)] = _prepare_sets([folder], out / "data", layout=layout,
+                                                        size=args.size, progress=_progress(args),
+                                                        **options)
     train_cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer,
                  "batch_size": args.batch_size, "val_fraction": args.val_fraction,
                  "device": args.device}
     if args.patience is not None:
         train_cfg["early_stopping_patience"] = args.patience
-    rows = pretrain([m for _, m, _ in sets], [s for _, _, s in sets], model=args.model,
-                    model_kwargs=_model_args(args.model_arg), train_cfg=train_cfg, seed=args.seed,
-                    outdir=out, weights=Path(args.weights) if args.weights else None,
-                    threads=args.threads, hog_floor=False)
-    print(f"trained {args.model} on {folder}: {len(rows)} validation image(s) predicted in "
-          f"{out / 'predictions.csv'}\nmodel: {out / 'model.pt'}")
+    cfg = ClsTrainConfig.from_dict(train_cfg, seed=args.seed, threads=args.threads)
+    # As the workflow's pretraining (cxrbs.cls_pipeline.pretrain): label-stratified patient split.
+    frame = read_manifest(manifest_path)
+    labels = frame["label"].astype(int).to_numpy()
+    patients = (name + ":" + frame["patient_id"].astype(str)).to_numpy()
+    is_val = patient_split(patients, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=labels)
+    summary = train_classifier(args.model, _model_args(args.model_arg),
+                               np.asarray(load_stack(stack_path)[:, :1]), labels, patients, cfg,
+                               out, torchvision_weights=args.weights, val_mask=is_val,
+                               progress=_progress(args))
+    auc = summary.get("best_val_auc")
+    print(f"trained {args.model} on {summary['n_train']} image(s) ({summary['n_train_patients']} "
+          f"patients), validated on {summary['n_val']}: best epoch {summary['best_epoch']}, "
+          f"val AUC {'n/a' if auc is None else f'{auc:.3f}'}\nmodel: {out / 'model.pt'}")
     return 0
+
+
+def _cls_source(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
+    """(folder, manifest layout, layout options) from --data/--classes or --layout DIR."""
+    if (args.data is None) == (args.layout is None):
+        raise CxrbsError("train-cls needs either --data DIR --classes normal=0,abnormal=1 (class "
+                         "folders) or --layout shenzhen|montgomery DIR")
+    if args.layout is not None:
+        if args.layout_dir is None:
+            raise CxrbsError(f"--layout {args.layout} needs the collection's folder, e.g. "
+                             f"cxrbs train-cls --layout {args.layout} path/to/images -o OUTDIR")
+        return Path(args.layout_dir), args.layout, {}
+    if not args.classes:
+        raise CxrbsError("--data needs --classes, e.g. --classes normal=0,abnormal=1")
+    options: dict[str, Any] = {"classes": _classes(args.classes)}
+    if args.patient_regex:
+        options["patient_regex"] = args.patient_regex
+    return Path(args.data), "class_folders", options
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -43,7 +43,8 @@ def check_pair_stack(pairs: np.ndarray, what: str = "pairs") -> tuple[int, int, 
     shape = getattr(pairs, "shape", None)
     if shape is None or len(shape) != 4 or shape[1] != 2 or shape[0] < 1:
         raise CxrbsError(
-            f"{what}: expected a non-empty (N,2,H,W) stack of source/target pairs, got shape {shape}"
+            f"{what}: expected a non-empty (N,2,H,W) stack of source/target pairs, "
+            f"got shape {shape}"
         )
     return int(shape[0]), int(shape[2]), int(shape[3])
 
@@ -129,7 +130,7 @@ def bone_suppression_ratio(source: np.ndarray, pred: np.ndarray, target: np.ndar
 
 
 def bone_energy_removed(source: np.ndarray, pred: np.ndarray, target: np.ndarray) -> float:
-    """1 - sum((pred-target)^2) / sum((source-target)^2): the fraction of bone-signal energy removed.
+    """1 - sum((pred-target)^2) / sum((source-target)^2): the fraction of bone energy removed.
 
     1 for a perfect prediction, 0 for the identity baseline, negative when the prediction is
     further from the target than the input was. NaN when source == target.
@@ -143,7 +144,7 @@ def bone_energy_removed(source: np.ndarray, pred: np.ndarray, target: np.ndarray
 
 
 def image_quality(source: np.ndarray, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """All metrics of one prediction against its target (``source`` is the radiograph with bones)."""
+    """All metrics of one prediction against its target; ``source`` is the radiograph with bones."""
     return {
         "mae": mae(pred, target),
         "psnr": psnr(pred, target),
@@ -170,7 +171,9 @@ def evaluate_pairs(
     n, h, w = check_pair_stack(pairs, "evaluate_pairs")
     names = list(names)
     if len(names) != n:
-        raise CxrbsError(f"evaluate_pairs: {len(names)} names for {n} pairs; give one name per pair")
+        raise CxrbsError(
+            f"evaluate_pairs: {len(names)} names for {n} pairs; give one name per pair"
+        )
     if int(batch_size) < 1:
         raise CxrbsError(f"batch_size must be >= 1, got {batch_size}")
     rows: list[dict[str, object]] = []
@@ -180,7 +183,8 @@ def evaluate_pairs(
         pred = src if predict is None else np.asarray(predict(src), dtype=np.float32)
         if pred.shape != src.shape:
             raise CxrbsError(
-                f"evaluate_pairs: predict returned shape {pred.shape} for a batch of shape {src.shape}"
+                f"evaluate_pairs: predict returned shape {pred.shape} "
+                f"for a batch of shape {src.shape}"
             )
         pred = np.clip(pred, 0.0, 1.0)
         for k in range(src.shape[0]):
@@ -193,7 +197,8 @@ def _describe(values: np.ndarray, confidence: float) -> dict[str, float]:
     n = int(v.size)
     mean = float(np.mean(v)) if n else float("nan")
     if n < 2:
-        return {"mean": mean, "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": n}
+        nan = float("nan")
+        return {"mean": mean, "sd": nan, "ci_low": nan, "ci_high": nan, "n": n}
     sd = float(np.std(v, ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}

@@ -201,5 +201,5 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
             on_error(path, exc)
             continue
         written.append(target)
-    log.info("wrote %d bone-suppressed image(s) to %s", len(written), outdir)
+    log.debug("wrote %d bone-suppressed image(s) to %s", len(written), outdir)
     return written

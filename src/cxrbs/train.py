@@ -1,4 +1,4 @@
-"""One training loop for every bone-suppression model, resumable after a kill with identical results.
+"""One training loop for every bone-suppression model, resumable after a kill with equal results.
 
 Reproducibility rests on three choices: the model is built from ``cfg.seed``; every epoch draws its
 shuffle and crops from a numpy Generator seeded by ``(cfg.seed, epoch)`` (so epoch k is the same
@@ -80,7 +80,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise CxrbsError(
-                f"unknown training setting(s) {', '.join(unknown)}: valid keys are {', '.join(sorted(known))}"
+                f"unknown training setting(s) {', '.join(unknown)}: "
+                f"valid keys are {', '.join(sorted(known))}"
             )
         cfg = cls(**dict(values))
         cfg.validate()
@@ -99,13 +100,17 @@ class TrainConfig:
         if not 0 < self.lr_factor < 1:
             raise CxrbsError(f"training setting lr_factor must be in (0, 1), got {self.lr_factor}")
         if self.crop_size is not None and int(self.crop_size) < 5:
-            raise CxrbsError(f"training setting crop_size must be >= 5 or null, got {self.crop_size}")
+            raise CxrbsError(
+                f"training setting crop_size must be >= 5 or null, got {self.crop_size}"
+            )
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise CxrbsError(
                 f"training setting steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}"
             )
         if self.amp not in AMP_MODES:
-            raise CxrbsError(f"training setting amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+            raise CxrbsError(
+                f"training setting amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"
+            )
 
 
 @dataclass
@@ -407,7 +412,9 @@ def _check_data(train_pairs: np.ndarray, val_pairs: np.ndarray, cfg: TrainConfig
     msssim_settings(val_side(cfg, *val_pairs.shape[2:]) or min(val_pairs.shape[2:]))
 
 
-def _end_epoch(run: _Run, epoch: int, loss: float, val: float, lr: float, stats: tuple[int, float, float]) -> bool:
+def _end_epoch(
+    run: _Run, epoch: int, loss: float, val: float, lr: float, stats: tuple[int, float, float]
+) -> bool:
     """Record the epoch, step the scheduler and early stopping; True when val loss improved."""
     seen, train_s, total_s = stats
     run.history.append(
@@ -542,12 +549,15 @@ def train_bs(
         )
     if run.stopped_early:
         log.info("early stopping after epoch %d (best epoch %d)", run.epoch, run.best_epoch)
-    summary = _summary(model_name, model_kwargs, run, _metadata(model_name, model_kwargs, run, versions), outdir)
+    meta = _metadata(model_name, model_kwargs, run, versions)
+    summary = _summary(model_name, model_kwargs, run, meta, outdir)
     atomic.write_json(outdir / "train_summary.json", summary)
     return summary
 
 
-def load_bs_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_bs_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from ``best.pt``/``last.pt`` (eval mode) and return it with its metadata."""
     path = Path(path)
     if not path.is_file():
@@ -557,11 +567,15 @@ def load_bs_model(path: str | Path, device: str | torch.device = "cpu") -> tuple
         ckpt = torch.load(path, map_location=dev, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types for a damaged file
         raise CxrbsError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}): delete it and train again"
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}): "
+            "delete it and train again"
         ) from exc
-    missing = [k for k in ("model_name", "model_kwargs", "model_state") if not (isinstance(ckpt, dict) and k in ckpt)]
+    required = ("model_name", "model_kwargs", "model_state")
+    missing = [k for k in required if not (isinstance(ckpt, dict) and k in ckpt)]
     if missing:
-        raise CxrbsError(f"checkpoint {path} lacks {', '.join(missing)}: it was not written by cxrbs train")
+        raise CxrbsError(
+            f"checkpoint {path} lacks {', '.join(missing)}: it was not written by cxrbs train"
+        )
     from cxrbs.models import create_model
 
     model = create_model(str(ckpt["model_name"]), **dict(ckpt["model_kwargs"]))
@@ -569,7 +583,8 @@ def load_bs_model(path: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:
         raise CxrbsError(
-            f"checkpoint {path} does not fit model {ckpt['model_name']!r} {ckpt['model_kwargs']}: {exc}"
+            f"checkpoint {path} does not fit model {ckpt['model_name']!r} "
+            f"{ckpt['model_kwargs']}: {exc}"
         ) from exc
     model.to(dev).eval()
     meta = {k: v for k, v in ckpt.items() if k not in _TRAINING_STATE}

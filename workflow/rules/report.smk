@@ -1,1 +1,86 @@
-# placeholder: being written
+# Figures for every stage (relevance maps and t-SNE recomputed from the fold models) and the one
+# self-contained HTML report that a researcher can mail.
+
+BOXES_CSV = config["report"]["boxes_csv"]
+
+
+rule figures:
+    """Figures of every stage; CRMs, Grad-CAM and t-SNE from the fold models; cluster scores."""
+    input:
+        bs_summary="results/bs/eval/summary.csv",
+        bs_best="results/bs/best.json",
+        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=ARCHS),
+        bs_models=expand("results/bs/models/{arch}/best.pt", arch=ARCHS),
+        bs_evals=expand(
+            "results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=BS_TEST
+        ),
+        bs_tests=expand("results/data/{testset}/images.npy", testset=BS_TEST),
+        pretrain_history="results/cls/pretrain/history.csv",
+        metrics="results/cls/metrics.csv",
+        comparison="results/cls/comparison.csv",
+        predictions=expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+        models=expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/model.pt",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+        folds=expand("results/data/{tbset}/folds.csv", tbset=TB_SETS),
+        images=expand("results/data/{tbset}/images.npy", tbset=TB_SETS),
+        suppressed=expand("results/suppressed/{tbset}/images.npy", tbset=TB_SETS),
+        boxes=[BOXES_CSV] if BOXES_CSV else [],
+    output:
+        figures=report(
+            directory("results/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+        feature_space="results/cls/feature_space.csv",
+        **({"crm_boxes": "results/cls/crm_boxes.csv"} if BOXES_CSV else {}),
+    params:
+        seed=config["seed"],
+        datasets=config["datasets"],
+        cls={key: config["cls"][key] for key in ("threshold", "variants")},
+        report=config["report"],
+    threads: config["resources"]["train_threads"]
+    log:
+        "logs/report/figures.log",
+    benchmark:
+        "benchmarks/report/figures.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/make_figures.py"
+
+
+rule report:
+    """One self-contained HTML file: every table, figure, note, the config and software versions."""
+    input:
+        figures="results/figures",
+        feature_space="results/cls/feature_space.csv",
+        crm_boxes=["results/cls/crm_boxes.csv"] if BOXES_CSV else [],
+        bs_summary="results/bs/eval/summary.csv",
+        bs_best="results/bs/best.json",
+        metrics="results/cls/metrics.csv",
+        comparison="results/cls/comparison.csv",
+        manifests=expand("results/data/{imageset}/manifest.csv", imageset=IMAGE_SETS),
+        folds=expand("results/data/{tbset}/folds.csv", tbset=TB_SETS),
+        sources=expand("resources/{imageset}/source.json", imageset=IMAGE_SETS),
+    output:
+        report("results/report.html", caption="../report/report.rst", category="Report"),
+    params:
+        config=config,
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/make_report.py"

@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from cxrbs.atomic import write_json
+from cxrbs.figures import make_all_figures
+from cxrbs.snakemake_glue import run
+
+
+def main(sm):
+    config = {"seed": sm.params.seed, "datasets": dict(sm.params.datasets), "cls": dict(sm.params.cls),
+              "report": dict(sm.params.report)}
+    out_dir = Path(sm.output.figures)
+    notes = {}
+    figures = make_all_figures(Path(sm.input.bs_summary).parents[2], config, out_dir, notes=notes)
+    write_json(out_dir / "index.json", {"figures": {k: [str(p) for p in v] for k, v in figures.items()},
+                                        "notes": notes})
+
+
+run(snakemake, main)  # noqa: F821
