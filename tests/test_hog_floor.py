@@ -15,7 +15,7 @@ from cxrbs.splits import patient_split
 
 
 def blob_data(n_patients: int = 24, per_patient: int = 2, size: int = 32, seed: int = 0):
-    """Smooth-ish background with mild noise; class 1 (odd patients) has a blob in the upper half."""
+    """Flat background, mild noise; class 1 (odd patients) has a blob in the upper half."""
     rng = np.random.default_rng(seed)
     ids = np.repeat(np.arange(n_patients), per_patient)
     y = ids % 2

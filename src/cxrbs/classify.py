@@ -203,7 +203,7 @@ def augment_batch(
         return x
     angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
     tx, ty = (2 * u[:, 1] - 1) * 2 * shift, (2 * u[:, 2] - 1) * 2 * shift  # [-1,1] spans 2
-    flip = torch.where(u[:, 3] < 0.5, 1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
+    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Rotation in pixel space, written in normalised coordinates (hence the aspect factors).
     theta = torch.stack(
@@ -454,8 +454,7 @@ def _epoch_batches(train_idx: np.ndarray, cfg: ClsTrainConfig, epoch: int) -> li
 
 
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
-    """x"""
-    return False
+    """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses)."""
     if float(np.std(prob)) < _CONSTANT_STD:
         return True
     pred = prob > 0.5
@@ -513,7 +512,7 @@ class _Run:
         bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
         for b in bar:
             if self.step < warm_steps:
-                pass
+                self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
             x = augment_batch(_load_batch(self.images, b).to(self.device), gen, **cfg.augment)
             logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
             loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))
@@ -635,6 +634,7 @@ def train_classifier(
     """
     configure_threads(cfg.threads)
     device = select_device(cfg.device)
+    autocast_context(device, cfg.amp)  # refuses fp16 on a CPU before any output is written
     h, w = _check_images(images)
     y = _check_labels(labels, images.shape[0])
     ids = np.asarray(patient_ids)

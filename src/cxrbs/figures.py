@@ -577,7 +577,9 @@ def _bs_example_figures(results: Path, config: Mapping[str, Any], col: _Collecto
         return
     arch = str(json.loads(best_path.read_text())["arch"])
     checkpoint = results / "bs" / "models" / arch / "best.pt"
-    evals = sorted((results / "bs" / "eval" / arch).glob("*.csv"))
+    tests = _datasets(config, "bs_test") or sorted(p.stem for p in (results / "bs" / "eval" / arch).glob("*.csv"))
+    evals = [results / "bs" / "eval" / arch / f"{t}.csv" for t in tests]
+    evals = [p for p in evals if p.is_file()]
     if not checkpoint.is_file() or not evals:
         col.note(sec, f"model {arch}: checkpoint or per-image evaluation missing; example images left out")
         return

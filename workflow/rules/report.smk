@@ -15,6 +15,7 @@ rule figures:
             "results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=BS_TEST
         ),
         bs_tests=expand("results/data/{testset}/images.npy", testset=BS_TEST),
+        bs_test_manifests=expand("results/data/{testset}/manifest.csv", testset=BS_TEST),
         pretrain_history="results/cls/pretrain/history.csv",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",
