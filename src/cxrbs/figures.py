@@ -33,7 +33,7 @@ from cxrbs.crm import Box, overlay
 log = logging.getLogger(__name__)
 
 DPI = 110
-BS_METRICS = ("mae", "psnr", "ssim", "ms_ssim", "bsr")
+BS_METRICS = ("mae", "psnr", "ssim", "ms_ssim", "bsr", "bsr_energy")
 CLS_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1", "mcc")
 VARIANTS = ("baseline", "bone_suppressed")
 METRIC_LABELS = {
@@ -42,6 +42,7 @@ METRIC_LABELS = {
     "ssim": "SSIM (higher is better)",
     "ms_ssim": "MS-SSIM (higher is better)",
     "bsr": "BSR (higher is better)",
+    "bsr_energy": "bone energy removed\n(higher is better; identity = 0)",
     "accuracy": "accuracy", "auc": "AUC", "sensitivity": "sensitivity",
     "specificity": "specificity", "precision": "precision", "f1": "F1 score", "mcc": "MCC",
 }  # fmt: skip

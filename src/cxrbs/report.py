@@ -21,6 +21,8 @@ import pandas as pd
 import yaml
 
 from cxrbs.atomic import write_text
+from cxrbs.bs_eval import HIGHER_IS_BETTER as BS_HIGHER_IS_BETTER
+from cxrbs.bs_eval import METRICS as BS_METRICS
 from cxrbs.errors import CxrbsError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -34,10 +36,6 @@ SECTION_TITLES = {
     "feature_space": "Feature space",
     "configuration": "Configuration and software",
 }
-BS_METRICS = ("mae", "psnr", "ssim", "ms_ssim", "bsr")
-#: Direction of each bone-suppression metric (as in cxrbs.bs_eval, kept here so the report
-#: does not import torch).
-BS_HIGHER_IS_BETTER = {"mae": False, "psnr": True, "ssim": True, "ms_ssim": True, "bsr": True}
 CLS_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1", "mcc")
 SOFTWARE = ("torch", "numpy", "pandas", "scikit-learn", "scipy", "matplotlib", "snakemake", "cxrbs")
 ROLE_ORDER = ("bs_train", "bs_test", "pretrain", "tb", "weights")
@@ -157,8 +155,10 @@ def _data_section(results: Path, config: Mapping[str, Any], sources: Mapping[str
     rows, fold_tables, parts = [], [], []
     for name, spec in _datasets(config):
         source = sources.get(name, {})
-        row = {"data set": name, "role": spec.get("role", ""), "origin": source.get("origin", "n/a"),
-               "synthetic": "yes" if source.get("synthetic") else "no"}
+        row: dict[str, Any] = {"data set": name, "role": spec.get("role", ""),
+                               "origin": source.get("origin", "n/a"),
+                               "synthetic": "yes" if source.get("synthetic") else "no",
+                               "images": "not prepared", "patients": "", "labels": "", "pairs": ""}
         manifest = _read_csv(results / "data" / name / "manifest.csv", dtype={"patient_id": str})
         if manifest is not None:
             paired = "target_path" in manifest and manifest["target_path"].notna().any()
@@ -171,7 +171,7 @@ def _data_section(results: Path, config: Mapping[str, Any], sources: Mapping[str
             fold_tables.append(_fold_counts(name, folds))
     if not rows:
         return _note("no data sets in the configuration")
-    parts.append(table_html(pd.DataFrame(rows).fillna("not prepared")))
+    parts.append(table_html(pd.DataFrame(rows)))
     parts.append("<h3>Patient-level folds of the TB sets</h3>")
     if fold_tables:
         parts.append(table_html(pd.concat(fold_tables, ignore_index=True)))
