@@ -82,7 +82,9 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
-def test_subcommand_help_mentions_key_options(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_subcommand_help_mentions_key_options(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     for option in SUBCOMMANDS[command]:
@@ -208,7 +210,8 @@ def test_train_bs_outputs(bs_model: Path) -> None:
 def test_evaluate_bs_writes_identity_rows_and_summary(
     bs_model: Path, pairs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-q", "evaluate-bs", "--model", str(bs_model), str(pairs_dir), "-o", str(tmp_path)]) == 0
+    rc = main(["-q", "evaluate-bs", "--model", str(bs_model), str(pairs_dir), "-o", str(tmp_path)])
+    assert rc == 0
     printed = capsys.readouterr().out
     per_image = pd.read_csv(tmp_path / "per_image.csv")
     assert per_image.groupby("arch").size().to_dict() == {"identity": 8, "resnet_bs": 8}
@@ -229,7 +232,8 @@ def test_suppress_png_full_resolution_and_model_scale(
     bs_model: Path, pairs_dir: Path, tmp_path: Path
 ) -> None:
     src = pairs_dir / "source" / "JPCNN001.png"
-    assert main(["-q", "suppress", str(src), "-o", str(tmp_path / "full"), "--model", str(bs_model)]) == 0
+    model = ["--model", str(bs_model)]
+    assert main(["-q", "suppress", str(src), "-o", str(tmp_path / "full"), *model]) == 0
     full = tmp_path / "full" / "JPCNN001_bs.png"
     with Image.open(full) as img:
         assert img.size == (64, 64) and img.mode.startswith("I;16")
@@ -237,13 +241,15 @@ def test_suppress_png_full_resolution_and_model_scale(
     assert out.shape == original.shape
     assert not np.array_equal(out, original)
     assert np.abs(out - original).mean() < 0.2  # bone shadows removed, anatomy kept
-    assert main(["-q", "suppress", str(src), "-o", str(tmp_path / "small"), "--model", str(bs_model),
+    assert main(["-q", "suppress", str(src), "-o", str(tmp_path / "small"), *model,
                  "--model-scale"]) == 0
     with Image.open(tmp_path / "small" / "JPCNN001_bs.png") as img:
         assert img.size == (32, 32)
 
 
-def test_suppress_real_dicom_to_dicom_and_png(bs_model: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_suppress_real_dicom_to_dicom_and_png(
+    bs_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     src = shared_data / "dicom" / "RG1_UNCR.dcm"
     original = pydicom.dcmread(src, stop_before_pixels=True)
     assert main(["-q", "suppress", str(src), "-o", str(tmp_path), "--model", str(bs_model),
@@ -261,7 +267,9 @@ def test_suppress_real_dicom_to_dicom_and_png(bs_model: Path, shared_data: Path,
         assert img.size == (original.Columns, original.Rows)
 
 
-def test_suppress_corrupt_input_leaves_no_output(bs_model: Path, pairs_dir: Path, tmp_path: Path) -> None:
+def test_suppress_corrupt_input_leaves_no_output(
+    bs_model: Path, pairs_dir: Path, tmp_path: Path
+) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(pairs_dir / "source" / "JPCNN002.png", inputs / "JPCNN002.png")
@@ -288,7 +296,8 @@ def test_suppress_refuses_two_inputs_with_one_output_name(
     bs_model: Path, pairs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src, tgt = pairs_dir / "source" / "JPCNN001.png", pairs_dir / "target" / "JPCNN001.png"
-    rc = main(["-q", "suppress", str(src), str(tgt), "-o", str(tmp_path / "o"), "--model", str(bs_model)])
+    rc = main(["-q", "suppress", str(src), str(tgt), "-o", str(tmp_path / "o"),
+               "--model", str(bs_model)])
     assert rc == 2
     assert "would both be written" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -364,6 +373,7 @@ def test_train_cls_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str
     images = sorted(data.rglob("*.png"))
     out = tmp_path / "predictions.csv"
     assert main(["-q", "predict", "--model", str(model), str(data), "-o", str(out)]) == 0
+    capsys.readouterr()
     pred = pd.read_csv(out)
     assert sorted(pred["image"]) == sorted(str(p) for p in images)
     assert pred["probability"].between(0, 1).all() and pred["probability"].notna().all()
@@ -375,7 +385,9 @@ def test_train_cls_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert float(lines[1].rsplit(",", 1)[1]) == pytest.approx(expected, abs=1e-9)
 
 
-def test_predict_missing_model_is_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_missing_model_is_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["predict", "--model", str(tmp_path / "none.pt"), str(tmp_path)]) == 2
     assert "none.pt" in capsys.readouterr().err
 
@@ -383,3 +395,34 @@ def test_predict_missing_model_is_user_error(tmp_path: Path, capsys: pytest.Capt
 def test_train_cls_needs_a_data_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train-cls", "-o", str(tmp_path)]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from cxrbs import cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    assert cli.main(["info", "whatever.png"]) == 130
+    assert capsys.readouterr().err.strip() == "cxrbs: interrupted"
+
+
+def test_folder_inputs_find_uid_named_dicoms_and_keep_their_names(
+    bs_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """PACS exports name files by UID without a suffix; a UID's dots are not a file suffix."""
+    folder = tmp_path / "export" / "series1"
+    folder.mkdir(parents=True)
+    uid_name = "1.2.826.0.1.3680043.8.498.7"
+    shutil.copy(shared_data / "dicom" / "RG1_UNCR.dcm", folder / uid_name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    rc = main(["-q", "suppress", str(tmp_path / "export"), "-o", str(out), "--model", str(bs_model),
+               "--format", "dicom", "--model-scale"])
+    assert rc == 0
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == [
+        f"series1/{uid_name}_bs.dcm"
+    ]
+    assert pydicom.dcmread(out / "series1" / f"{uid_name}_bs.dcm").Rows == 32

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbs.atomic import atomic_path, save_npy, write_csv
+from cxrbs.atomic import atomic_path, ensure_dir, open_memmap, save_npy, write_csv
 from cxrbs.augment import AugmentConfig, augment_pairs
 from cxrbs.datasets import load_stack, read_manifest
 from cxrbs.errors import CxrbsError
@@ -55,9 +55,10 @@ def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path,
     if n_out > n_pairs:
         log.warning("n_pairs=%d is below the %d training originals; keeping all originals", n_pairs,
                     len(train_idx))
+    for folder in {Path(p).parent for p in (train_out, val_out, split_out)}:
+        ensure_dir(folder)  # also clears what a killed earlier run left behind
     with atomic_path(train_out) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(n_out, *pairs.shape[1:]))
+        out = open_memmap(tmp, np.float32, (n_out, *pairs.shape[1:]))
         _, origin = augment_pairs(pairs[train_idx], n_out, seed=seed, config=cfg, progress=progress,
                                   out=out)
         out.flush()

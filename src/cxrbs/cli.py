@@ -126,7 +126,7 @@ def _dataset_names(folders: Sequence[Path]) -> list[str]:
 
 def _prepare_sets(folders: Sequence[Path], data_dir: Path, *, layout: str, size: int,
                   progress: bool, **options: Any) -> list[tuple[str, Path, Path]]:
-    """Manifest + preprocessed stack per folder, exactly as the workflow's data stage builds them."""
+    """Manifest + preprocessed stack per folder, as the workflow's data stage builds them."""
     from cxrbs.atomic import write_csv
     from cxrbs.datasets import build_stack
     from cxrbs.manifests import build_manifest
@@ -218,9 +218,10 @@ def cmd_train_bs(args: argparse.Namespace) -> int:
     })
     summary = train_bs(args.arch, kwargs, np.load(data / "train.npy", mmap_mode="r"),
                        np.load(data / "val.npy", mmap_mode="r"), cfg, out, progress=progress)
-    print(f"trained {args.arch} on {counts['train']} augmented pairs from {counts['train_originals']}"
-          f" originals ({counts['val']} validation): best val loss {summary['best_val_loss']:.5f}"
-          f" at epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['stop_reason']})")
+    print(f"trained {args.arch} on {counts['train']} augmented pairs from "
+          f"{counts['train_originals']} originals ({counts['val']} validation): best val loss "
+          f"{summary['best_val_loss']:.5f} at epoch {summary['best_epoch']} of "
+          f"{summary['epochs_run']} ({summary['stop_reason']})")
     print(f"model: {out / 'best.pt'}")
     return 0
 
@@ -260,7 +261,8 @@ def _summary_table(summary: Any) -> str:
     table = rows.assign(
         mean=rows["mean"].map(lambda v: f"{v:.4f}"),
         sd=rows["sd"].map(lambda v: f"{v:.4f}"),
-        ci95=[f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)],
+        ci95=[f"[{lo:.4f}, {hi:.4f}]"
+              for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)],
     )[["test_set", "metric", "arch", "mean", "sd", "ci95", "n"]]
     return table.to_string(index=False)
 
@@ -346,7 +348,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cxrbs.suppress import iter_inputs
 
     if not Path(args.model).is_file():
-        raise CxrbsError(f"classifier checkpoint {args.model} does not exist: check the --model path")
+        raise CxrbsError(f"classifier checkpoint {args.model} does not exist: "
+                         "check the --model path")
     model, meta = load_classifier(Path(args.model))
     size = args.size or _checkpoint_size(meta.get("image_size"))
     files = list(iter_inputs(args.inputs))
@@ -366,7 +369,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
         if batch:
             prob = predict_proba(model, np.stack(batch)[:, None])
-            rows += [{"image": str(p), "probability": float(v)} for p, v in zip(names, prob, strict=True)]
+            rows += [{"image": str(p), "probability": float(v)}
+                     for p, v in zip(names, prob, strict=True)]
     frame = pd.DataFrame(rows, columns=["image", "probability"])
     if args.output:
         write_csv(args.output, frame)
@@ -392,7 +396,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+        if default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        if not action.option_strings:  # positionals have no default worth showing
             return text
         return f"{text} (default: %(default)s)"
 
@@ -401,7 +407,8 @@ def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     """-v/-q before or after the command; a sub-command must not reset what the top level set."""
     p.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                    help="more detail in the log (debug messages, timestamps)")
-    p.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+    p.add_argument("-q", "--quiet", action="store_true",
+                   default=False if top else argparse.SUPPRESS,
                    help="only warnings and errors; no progress bars")
 
 
@@ -492,7 +499,8 @@ def _add_train_bs(sub: Any) -> None:
                    help="share of patients held out for validation")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                    help="mixed precision (bf16 is faster on recent CPUs and GPUs)")
-    p.add_argument("--seed", type=int, default=13, help="seed of the split, augmentation and training")
+    p.add_argument("--seed", type=int, default=13,
+                   help="seed of the split, augmentation and training")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
@@ -577,7 +585,8 @@ def _add_train_cls(sub: Any) -> None:
                         "from random weights)")
     p.add_argument("--patience", type=int, default=None,
                    help="stop after this many epochs without validation improvement")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of patients for validation")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of patients for validation")
     p.add_argument("--seed", type=int, default=13, help="seed of the split and training")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -591,7 +600,8 @@ def _add_predict(sub: Any) -> None:
              cmd_predict)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="image files or folders (searched recursively)")
-    p.add_argument("--model", type=Path, required=True, metavar="model.pt", help="classifier checkpoint")
+    p.add_argument("--model", type=Path, required=True, metavar="model.pt",
+                   help="classifier checkpoint")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="predictions.csv",
                    help="CSV to write (default: print to stdout)")
     p.add_argument("--size", type=int, default=None,
@@ -603,7 +613,7 @@ def _add_predict(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns the exit status instead of raising (argparse's exits included)."""
+    """Run one subcommand; returns the exit status, argparse's exits included, never raises."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

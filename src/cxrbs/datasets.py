@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cxrbs.atomic import atomic_path
+from cxrbs.atomic import atomic_path, ensure_dir, open_memmap
 from cxrbs.errors import CxrbsError
 from cxrbs.io import DEFAULT_MAX_PIXELS, read_image
-from cxrbs.preprocess import preprocess, preprocess_pair, to_uint16
+from cxrbs.manifests import _display
+from cxrbs.preprocess import PAIR_MODES, check_options, preprocess, preprocess_pair, to_uint16
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,18 @@ log = logging.getLogger(__name__)
 def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: float = 1.0,
                 high_pct: float = 99.0, pair_stretch: str = "shared",
                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> Path:
-    """Read and preprocess every manifest row into ``out_path`` (written under a temporary name)."""
+    """Read and preprocess every manifest row into ``out_path`` (written under a temporary name).
+
+    Options are checked before anything is read, so a config typo fails at once, not after
+    hours of decoding; the stack's disk space is reserved up front for the same reason.
+    """
+    out_path = Path(out_path)
+    size = _check_options(size, low_pct, high_pct, pair_stretch, max_pixels)
     paired = "target_path" in manifest and manifest["target_path"].notna().any()
     channels = 2 if paired else 1
+    ensure_dir(out_path.parent)
     with atomic_path(out_path) as tmp:
-        stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16,
-                                          shape=(len(manifest), channels, size, size))
+        stack = open_memmap(tmp, np.uint16, (len(manifest), channels, size, size))
         rows = manifest.itertuples(index=False)
         for i, row in enumerate(tqdm(rows, total=len(manifest), desc=f"preprocess {out_path.parent.name}",
                                      disable=not progress, unit="img")):
@@ -39,12 +46,13 @@ def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: f
                 target = read_image(row.target_path, max_pixels=max_pixels)
                 if source.shape != target.shape:
                     raise CxrbsError(
-                        f"pair {row.pair_id}: source {row.image_path} is {source.shape[1]}x{source.shape[0]} "
-                        f"but target {row.target_path} is {target.shape[1]}x{target.shape[0]}; "
-                        "paired images must have the same size"
+                        f"pair {_display(str(row.pair_id))}: source {_display(row.image_path)} is "
+                        f"{source.shape[1]}x{source.shape[0]} but target {_display(row.target_path)}"
+                        f" is {target.shape[1]}x{target.shape[0]}; paired images must have the "
+                        "same size"
                     )
                 s, t = preprocess_pair(source, target, size, low_pct=low_pct, high_pct=high_pct,
-                                       mode=pair_stretch, name=str(row.pair_id))
+                                       mode=pair_stretch, name=_display(str(row.pair_id)))
                 stack[i, 0] = to_uint16(s)
                 stack[i, 1] = to_uint16(t)
             else:
@@ -53,6 +61,19 @@ def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: f
         del stack
     log.info("wrote %s (%d images, %d channel(s), %dx%d)", out_path, len(manifest), channels, size, size)
     return out_path
+
+
+def _check_options(size: int, low_pct: float, high_pct: float, pair_stretch: str,
+                   max_pixels: int) -> int:
+    """Name the config key of a wrong value; returns ``size`` as a plain int."""
+    check_options(size, low_pct, high_pct)
+    if pair_stretch not in PAIR_MODES:
+        raise CxrbsError(f"preprocess.pair_stretch {pair_stretch!r} is unknown: use one of "
+                         f"{', '.join(PAIR_MODES)}")
+    is_int = isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, bool)
+    if not is_int or max_pixels < 1:
+        raise CxrbsError(f"max_image_pixels must be a positive integer, got {max_pixels!r}")
+    return int(size)
 
 
 def load_stack(path: Path | str) -> np.ndarray:

@@ -114,7 +114,9 @@ def _yerr(means: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # bone suppression
 # ---------------------------------------------------------------------------------------------
-def example_indices(metric_values: Sequence[float], *, higher_is_better: bool = True) -> list[tuple[str, int]]:
+def example_indices(
+    metric_values: Sequence[float], *, higher_is_better: bool = True
+) -> list[tuple[str, int]]:
     """(kind, index) of the best, median and worst image; duplicates dropped for tiny sets."""
     vals = np.asarray(metric_values, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(vals))
@@ -123,7 +125,8 @@ def example_indices(metric_values: Sequence[float], *, higher_is_better: bool = 
     order = finite[np.argsort(vals[finite], kind="stable")]
     if higher_is_better:
         order = order[::-1]
-    picks = [("best", int(order[0])), ("median", int(order[len(order) // 2])), ("worst", int(order[-1]))]
+    picks = [("best", int(order[0])), ("median", int(order[len(order) // 2])),
+             ("worst", int(order[-1]))]
     seen: set[int] = set()
     out = []
     for kind, idx in picks:
@@ -136,7 +139,7 @@ def example_indices(metric_values: Sequence[float], *, higher_is_better: bool = 
 def plot_bs_examples(pairs_source: Any, preds: Any, targets: Any, names: Sequence[str],
                      metric_values: Sequence[float], out: str | Path, *, metric: str = "PSNR",
                      model_name: str = "model") -> Path:
-    """Best, median and worst test image by ``metric``: input, prediction, target, error, bone layer.
+    """Best, median and worst test image by ``metric``: input, prediction, target, error, bones.
 
     The |input - target| column shows the bone layer the model should remove; the error column
     beside it, on the same colour scale, shows how much of it is left.
@@ -144,8 +147,11 @@ def plot_bs_examples(pairs_source: Any, preds: Any, targets: Any, names: Sequenc
     src = _as_stack(pairs_source, "pairs_source")
     pred = _as_stack(preds, "preds")
     tgt = _as_stack(targets, "targets")
-    if not (src.shape == pred.shape == tgt.shape) or len(names) != len(src) or len(metric_values) != len(src):
-        raise ValueError("pairs_source, preds, targets, names and metric_values must have one entry per image")
+    same = src.shape == pred.shape == tgt.shape
+    if not same or len(names) != len(src) or len(metric_values) != len(src):
+        raise ValueError(
+            "pairs_source, preds, targets, names and metric_values must have one entry per image"
+        )
     rows = example_indices(metric_values, higher_is_better=metric.lower() != "mae")
     if not rows:
         raise ValueError("no finite metric value to rank the test images by")
@@ -155,11 +161,13 @@ def plot_bs_examples(pairs_source: Any, preds: Any, targets: Any, names: Sequenc
         axes = fig.subplots(len(rows), len(cols), squeeze=False)
         for r, (kind, i) in enumerate(rows):
             err, bone = np.abs(pred[i] - tgt[i]), np.abs(src[i] - tgt[i])
-            vmax = max(float(np.percentile(np.concatenate([err.ravel(), bone.ravel()]), 99.5)), 1e-6)
+            both = np.concatenate([err.ravel(), bone.ravel()])
+            vmax = max(float(np.percentile(both, 99.5)), 1e-6)
             for c, img in enumerate((src[i], pred[i], tgt[i])):
                 _show_gray(axes[r, c], img)
             for c, img in ((3, err), (4, bone)):
-                im = axes[r, c].imshow(img, cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
+                im = axes[r, c].imshow(img, cmap="magma", vmin=0.0, vmax=vmax,
+                                       interpolation="nearest")
                 axes[r, c].set_xticks([])
                 axes[r, c].set_yticks([])
             fig.colorbar(im, ax=axes[r, 3:], shrink=0.8, label="absolute difference")
@@ -167,7 +175,8 @@ def plot_bs_examples(pairs_source: Any, preds: Any, targets: Any, names: Sequenc
             for c, title in enumerate(cols):
                 if r == 0:
                     axes[r, c].set_title(title)
-        fig.suptitle(f"Bone suppression by {model_name}: best, median and worst test image by {metric}")
+        fig.suptitle(f"Bone suppression by {model_name}: "
+                     f"best, median and worst test image by {metric}")
         return _save(fig, out)
 
 
@@ -222,9 +231,10 @@ def _bs_metric_panel(ax: Axes, summary: pd.DataFrame, test: str, metric: str, ar
         ax.set_ylim(bottom, finite.max() + 0.35 * span)
         if bottom > 0:
             ax.set_ylabel("axis does not start at 0", fontsize=7, color="#666666")
-    for xi, m in zip(x, means, strict=True):
-        if np.isfinite(m):
-            ax.annotate(f"{m:.4g}", (xi, m), xytext=(0, 2), textcoords="offset points",
+    for xi, m, h in zip(x, means, highs, strict=True):
+        if np.isfinite(m):  # above the error bar, so the value never sits on it
+            top = max(m, h) if np.isfinite(h) else m
+            ax.annotate(f"{m:.4g}", (xi, top), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, archs, rotation=30, ha="right")
 
@@ -245,7 +255,8 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: str | Path,
         for ax, (col, label) in zip(axes, panels, strict=True):
             for i, (name, hist) in enumerate(histories.items()):
                 if col in hist and hist[col].notna().any():
-                    ax.plot(hist["epoch"], hist[col], marker="o", markersize=3, color=f"C{i % 10}", label=name)
+                    ax.plot(hist["epoch"], hist[col], marker="o", markersize=3,
+                            color=f"C{i % 10}", label=name)
             ax.set_title(label)
             ax.set_xlabel("epoch")
             if col != "val_auc" and log_scale:
@@ -294,9 +305,12 @@ def _roc_panel(ax: Axes, preds: pd.DataFrame, colour: str) -> None:
     for model, style in (("deep", {"color": colour, "linewidth": 2.4}),
                          ("hog_floor", {"color": "#555555", "linewidth": 1.8, "linestyle": "--"})):
         group = preds[preds["model"] == model]
-        curve = _roc(group["label"].to_numpy(int), group["probability"].to_numpy(float)) if len(group) else None
+        if group.empty:
+            continue
+        curve = _roc(group["label"].to_numpy(int), group["probability"].to_numpy(float))
         if curve is not None:
-            ax.plot(curve[0], curve[1], label=f"{MODEL_LABELS[model]}, pooled (AUC {curve[2]:.3f})", **style)
+            label = f"{MODEL_LABELS[model]}, pooled (AUC {curve[2]:.3f})"
+            ax.plot(curve[0], curve[1], label=label, **style)
     ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
     ax.set_xlabel("1 − specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
@@ -306,8 +320,10 @@ def _roc_panel(ax: Axes, preds: pd.DataFrame, colour: str) -> None:
     ax.legend(loc="lower right")
 
 
-def plot_confusion(preds: pd.DataFrame, threshold: float, out: str | Path, *, title: str = "") -> Path:
-    """Pooled confusion matrices at ``threshold``: rows = deep model / HOG floor, columns = variants."""
+def plot_confusion(
+    preds: pd.DataFrame, threshold: float, out: str | Path, *, title: str = ""
+) -> Path:
+    """Pooled confusion matrices at ``threshold``: rows deep model / HOG floor, columns variants."""
     from sklearn.metrics import confusion_matrix
 
     variants = _ordered(preds["variant"], VARIANTS)
@@ -320,10 +336,11 @@ def plot_confusion(preds: pd.DataFrame, threshold: float, out: str | Path, *, ti
             for c, variant in enumerate(variants):
                 ax = axes[r, c]
                 g = preds[(preds["model"] == model) & (preds["variant"] == variant)]
-                cm = confusion_matrix(g["label"].to_numpy(int),
-                                      (g["probability"].to_numpy(float) >= threshold).astype(int), labels=[0, 1])
+                predicted = (g["probability"].to_numpy(float) >= threshold).astype(int)
+                cm = confusion_matrix(g["label"].to_numpy(int), predicted, labels=[0, 1])
                 _confusion_panel(ax, cm)
-                ax.set_title(f"{MODEL_LABELS.get(model, model)}, {VARIANT_LABELS.get(variant, variant)}")
+                ax.set_title(f"{MODEL_LABELS.get(model, model)}, "
+                             f"{VARIANT_LABELS.get(variant, variant)}")
         fig.suptitle(title or f"Pooled out-of-fold confusion matrices (threshold {threshold:g})")
         return _save(fig, out)
 
@@ -345,9 +362,10 @@ def plot_cls_metrics(metrics: pd.DataFrame, out: str | Path, *, dataset: str) ->
     """Pooled metrics with 95% CIs per variant, deep model solid and HOG floor hatched."""
     rows = metrics[metrics["dataset"] == dataset]
     folds = rows["fold"].astype(str)
-    rows = rows[folds == ("pooled" if (folds == "pooled").any() else folds.iloc[0])] if len(rows) else rows
     if rows.empty:
         raise ValueError(f"no metrics for data set {dataset!r}")
+    # pooled where the data set has folds; otherwise its only split (pretraining: "val")
+    rows = rows[folds == ("pooled" if (folds == "pooled").any() else folds.iloc[0])]
     names = _ordered(rows["metric"], CLS_METRICS)
     combos = [(v, m) for m in _ordered(rows["model"], tuple(MODEL_LABELS))
               for v in _ordered(rows["variant"], VARIANTS)]
@@ -362,25 +380,33 @@ def plot_cls_metrics(metrics: pd.DataFrame, out: str | Path, *, dataset: str) ->
                 if r.empty:
                     continue
                 v, lo, hi = (r[c].to_numpy(dtype=float) for c in ("value", "ci_low", "ci_high"))
-                ax.bar([k], np.nan_to_num(v), yerr=_yerr(v, lo, hi), capsize=3, edgecolor="#333333",
-                       color=VARIANT_COLOURS.get(variant, "C0"), alpha=1.0 if model == "deep" else 0.45,
-                       hatch=None if model == "deep" else "//", linewidth=0.6)
+                ax.bar([k], np.nan_to_num(v), yerr=_yerr(v, lo, hi), capsize=3,
+                       edgecolor="#333333", linewidth=0.6, **_bar_style(variant, model))
             ax.set_xticks([])
             ax.set_title(_label(metric))
-            ax.set_ylim(min(0.0, float(np.nanmin(sel["ci_low"].to_numpy(dtype=float), initial=0.0))), 1.05)
+            low = float(np.nanmin(sel["ci_low"].to_numpy(dtype=float), initial=0.0))
+            ax.set_ylim(min(0.0, low - 0.05), 1.05)
             ax.grid(axis="y", alpha=0.3)
         for ax in axes[len(names):]:
             ax.set_axis_off()
-        handles = [Patch(facecolor=VARIANT_COLOURS.get(v, "C0"), alpha=1.0 if m == "deep" else 0.45,
-                         hatch=None if m == "deep" else "//", edgecolor="#333333",
-                         label=f"{VARIANT_LABELS.get(v, v)}, {MODEL_LABELS.get(m, m)}") for v, m in combos]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), frameon=False)
+        handles = [Patch(edgecolor="#333333", **_bar_style(v, m),
+                         label=f"{VARIANT_LABELS.get(v, v)}, {MODEL_LABELS.get(m, m)}")
+                   for v, m in combos]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2),
+                   frameon=False)
         fig.suptitle(f"{dataset}: classification metrics (pooled, 95% CI)")
         return _save(fig, out)
 
 
+def _bar_style(variant: str, model: str) -> dict[str, Any]:
+    """Colour by variant; the HOG floor pale and hatched so it never passes for the deep model."""
+    deep = model == "deep"
+    return {"facecolor": VARIANT_COLOURS.get(variant, "C0"), "alpha": 1.0 if deep else 0.45,
+            "hatch": None if deep else "//"}
+
+
 def plot_metric_comparison(comparison: pd.DataFrame, out: str | Path) -> Path:
-    """Bone-suppressed minus baseline per metric and test, with 95% CIs and the p-value beside it."""
+    """Bone-suppressed minus baseline per metric and test, with 95% CIs and the p-value beside."""
     datasets = sorted(comparison["dataset"].astype(str).unique())
     if not datasets:
         raise ValueError("the comparison table is empty")
@@ -388,7 +414,8 @@ def plot_metric_comparison(comparison: pd.DataFrame, out: str | Path) -> Path:
     with _figure(8.0, 0.33 * sum(heights) + 1.0 * len(datasets) + 0.6) as fig:
         axes = fig.subplots(len(datasets), 1, squeeze=False, height_ratios=heights)[:, 0]
         for ax, dataset in zip(axes, datasets, strict=True):
-            _comparison_panel(ax, comparison[comparison["dataset"] == dataset].reset_index(drop=True))
+            rows = comparison[comparison["dataset"] == dataset].reset_index(drop=True)
+            _comparison_panel(ax, rows)
             ax.set_title(dataset, loc="left")
         axes[-1].set_xlabel("difference, bone-suppressed − baseline (95% CI)")
         fig.suptitle("Paired comparison of the two variants (red: p < 0.05)")
@@ -417,9 +444,9 @@ def _comparison_panel(ax: Axes, rows: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------
 # relevance maps and feature space
 # ---------------------------------------------------------------------------------------------
-def plot_crm_grid(images_orig: Any, images_bs: Any, crm_orig: Any, crm_bs: Any, titles: Sequence[str],
-                  out: str | Path, *, gradcam_orig: Any = None, gradcam_bs: Any = None,
-                  boxes: Sequence[Sequence[Box]] | None = None) -> Path:
+def plot_crm_grid(images_orig: Any, images_bs: Any, crm_orig: Any, crm_bs: Any,
+                  titles: Sequence[str], out: str | Path, *, gradcam_orig: Any = None,
+                  gradcam_bs: Any = None, boxes: Sequence[Sequence[Box]] | None = None) -> Path:
     """One row per case: original and bone-suppressed image with their CRM (and Grad-CAM) overlays.
 
     ``boxes`` (one list per case, pixel coordinates of the shown images) are drawn on every panel,
@@ -429,10 +456,13 @@ def plot_crm_grid(images_orig: Any, images_bs: Any, crm_orig: Any, crm_bs: Any, 
     maps = {"orig": _as_stack(crm_orig, "crm_orig"), "bs": _as_stack(crm_bs, "crm_bs")}
     cams = None
     if gradcam_orig is not None and gradcam_bs is not None:
-        cams = {"orig": _as_stack(gradcam_orig, "gradcam_orig"), "bs": _as_stack(gradcam_bs, "gradcam_bs")}
+        cams = {"orig": _as_stack(gradcam_orig, "gradcam_orig"),
+                "bs": _as_stack(gradcam_bs, "gradcam_bs")}
     n = len(orig)
     if n == 0 or not (len(bs) == len(titles) == n == len(maps["orig"]) == len(maps["bs"])):
-        raise ValueError("need one original, bone-suppressed image, CRM pair and title per case (>= 1)")
+        raise ValueError(
+            "need one original and bone-suppressed image, CRM pair and title per case (>= 1)"
+        )
     panels: list[tuple[str, str, str | None]] = []
     for key, name in (("orig", "original"), ("bs", "bone-suppressed")):
         panels += [(key, name, None), (key, f"{name} + CRM", "crm")]
@@ -451,7 +481,8 @@ def plot_crm_grid(images_orig: Any, images_bs: Any, crm_orig: Any, crm_bs: Any, 
                     ax.set_xticks([])
                     ax.set_yticks([])
                 for x, y, w, h in (boxes[i] if boxes is not None else []):
-                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=BOX_COLOUR, linewidth=1.4))
+                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False,
+                                           edgecolor=BOX_COLOUR, linewidth=1.4))
                 if i == 0:
                     ax.set_title(name)
             axes[i, 0].set_ylabel(_wrap(titles[i], 30), fontsize=7.5)
@@ -471,14 +502,18 @@ def plot_tsne(emb_base: Any, emb_bs: Any, labels: Any, scores: Mapping[str, Mapp
     """t-SNE of the pooled features, baseline and bone-suppressed model side by side; silhouette
     (higher = more separated) and Davies-Bouldin (lower = more compact) in the panel titles."""
     labels = np.asarray(labels).astype(int)
-    embs = {"baseline": np.asarray(emb_base, dtype=float), "bone_suppressed": np.asarray(emb_bs, dtype=float)}
+    embs = {"baseline": np.asarray(emb_base, dtype=float),
+            "bone_suppressed": np.asarray(emb_bs, dtype=float)}
     for name, emb in embs.items():
         if emb.ndim != 2 or emb.shape[1] != 2 or len(emb) != len(labels):
-            raise ValueError(f"{name} embedding must be (N, 2) with one label per row, got {emb.shape}")
+            raise ValueError(
+                f"{name} embedding must be (N, 2) with one label per row, got {emb.shape}"
+            )
     with _figure(7.6, 3.9) as fig:
         axes = fig.subplots(1, 2, squeeze=False)[0]
         for ax, (variant, emb) in zip(axes, embs.items(), strict=True):
-            for label, name, marker, colour in ((0, "normal", "o", "#1f77b4"), (1, "TB", "^", "#d62728")):
+            classes = ((0, "normal", "o", "#1f77b4"), (1, "TB", "^", "#d62728"))
+            for label, name, marker, colour in classes:
                 sel = labels == label
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=22, marker=marker, color=colour, alpha=0.8,
                            edgecolors="none", label=f"{name} (n={int(sel.sum())})")
@@ -531,7 +566,8 @@ def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame | None:
 
 
 def _datasets(config: Mapping[str, Any], role: str) -> list[str]:
-    return sorted(n for n, s in (config.get("datasets") or {}).items() if (s or {}).get("role") == role)
+    specs = (config.get("datasets") or {}).items()
+    return sorted(n for n, s in specs if (s or {}).get("role") == role)
 
 
 def make_all_figures(results_dir: str | Path, config: Mapping[str, Any], out_dir: str | Path, *,
@@ -559,7 +595,8 @@ def _bone_suppression_figures(results: Path, config: Mapping[str, Any], col: _Co
         col.note(sec, "no bone-suppression evaluation (results/bs/eval/summary.csv) yet")
     else:
         col.add(sec, plot_bs_metrics(summary, col.path("bs_metrics")))
-    histories = {p.parent.name: pd.read_csv(p) for p in sorted((results / "bs" / "models").glob("*/history.csv"))}
+    found = sorted((results / "bs" / "models").glob("*/history.csv"))
+    histories = {p.parent.name: pd.read_csv(p) for p in found}
     if histories:
         col.add(sec, plot_training_curves(histories, col.path("bs_training_curves"),
                                           title="Bone-suppression training (MAE + MS-SSIM loss)"))
@@ -578,11 +615,13 @@ def _bs_example_figures(results: Path, config: Mapping[str, Any], col: _Collecto
         return
     arch = str(json.loads(best_path.read_text())["arch"])
     checkpoint = results / "bs" / "models" / arch / "best.pt"
-    tests = _datasets(config, "bs_test") or sorted(p.stem for p in (results / "bs" / "eval" / arch).glob("*.csv"))
+    tests = _datasets(config, "bs_test")
+    tests = tests or sorted(p.stem for p in (results / "bs" / "eval" / arch).glob("*.csv"))
     evals = [results / "bs" / "eval" / arch / f"{t}.csv" for t in tests]
     evals = [p for p in evals if p.is_file()]
     if not checkpoint.is_file() or not evals:
-        col.note(sec, f"model {arch}: checkpoint or per-image evaluation missing; example images left out")
+        col.note(sec, f"model {arch}: checkpoint or per-image evaluation missing; "
+                      "example images left out")
         return
     from cxrbs.datasets import load_stack, read_manifest
     from cxrbs.preprocess import from_uint16
@@ -591,7 +630,8 @@ def _bs_example_figures(results: Path, config: Mapping[str, Any], col: _Collecto
     model, _ = load_bs_model(checkpoint)
     for eval_csv in evals:
         test = eval_csv.stem
-        stack_path, manifest_path = results / "data" / test / "images.npy", results / "data" / test / "manifest.csv"
+        stack_path = results / "data" / test / "images.npy"
+        manifest_path = results / "data" / test / "manifest.csv"
         if not (stack_path.is_file() and manifest_path.is_file()):
             col.note(sec, f"test set {test}: prepared stack missing; example images left out")
             continue
@@ -609,7 +649,8 @@ def _bs_example_figures(results: Path, config: Mapping[str, Any], col: _Collecto
         psnr = [float(per_image["psnr"][i]) for _, i in picks]
         # Picks are already ordered best, median, worst: keep that order in the figure.
         col.add(sec, plot_bs_examples(pairs[:, 0], pred, pairs[:, 1], names, psnr,
-                                      col.path(f"bs_examples_{test}"), metric="PSNR", model_name=arch))
+                                      col.path(f"bs_examples_{test}"), metric="PSNR",
+                                      model_name=arch))
 
 
 def _classification_figures(results: Path, config: Mapping[str, Any], col: _Collector) -> None:
@@ -625,16 +666,20 @@ def _classification_figures(results: Path, config: Mapping[str, Any], col: _Coll
         if not files:
             col.note(sec, f"{tb}: no fold predictions yet")
             continue
-        preds = pd.concat([pd.read_csv(p, dtype={"patient": str, "image": str}) for p in files], ignore_index=True)
-        col.add(sec, plot_roc(preds, col.path(f"cls_roc_{tb}"), title=f"{tb}: ROC curves (thin: folds; thick: pooled)"))
-        col.add(sec, plot_confusion(preds, threshold, col.path(f"cls_confusion_{tb}"),
-                                    title=f"{tb}: pooled confusion matrices (threshold {threshold:g})"))
+        preds = pd.concat([pd.read_csv(p, dtype={"patient": str, "image": str}) for p in files],
+                          ignore_index=True)
+        col.add(sec, plot_roc(preds, col.path(f"cls_roc_{tb}"),
+                              title=f"{tb}: ROC curves (thin: folds; thick: pooled)"))
+        col.add(sec, plot_confusion(
+            preds, threshold, col.path(f"cls_confusion_{tb}"),
+            title=f"{tb}: pooled confusion matrices (threshold {threshold:g})"))
     metrics = _read_csv(results / "cls" / "metrics.csv", dtype={"fold": str})
     if metrics is None or metrics.empty:
         col.note(sec, "no classification metrics (results/cls/metrics.csv) yet")
     else:
         for dataset in sorted(metrics["dataset"].astype(str).unique()):
-            col.add(sec, plot_cls_metrics(metrics, col.path(f"cls_metrics_{dataset}"), dataset=dataset))
+            out = col.path(f"cls_metrics_{dataset}")
+            col.add(sec, plot_cls_metrics(metrics, out, dataset=dataset))
     comparison = _read_csv(results / "cls" / "comparison.csv")
     if comparison is None or comparison.empty:
         col.note("statistics", "no variant comparison (results/cls/comparison.csv) yet")
@@ -694,7 +739,8 @@ def _model_figures(results: Path, config: Mapping[str, Any], col: _Collector) ->
     box_rows: list[dict[str, Any]] = []
     boxes = _read_boxes(Path(boxes_csv), col) if boxes_csv else None
     if not boxes_csv:
-        col.note("relevance_maps", "no expert boxes configured (report.boxes_csv): localisation not scored")
+        col.note("relevance_maps",
+                 "no expert boxes configured (report.boxes_csv): localisation not scored")
     for tb in _datasets(config, "tb"):
         for fold in _fold_data(results, config, tb, col):
             fs_rows += _feature_space_rows(fold, config, col)
@@ -702,21 +748,26 @@ def _model_figures(results: Path, config: Mapping[str, Any], col: _Collector) ->
                 box_rows += _box_rows(fold, boxes, float(report_cfg.get("crm_threshold", 0.1)), col)
             if fold.first:
                 _crm_examples(results, config, fold, boxes or {}, col)
-    write_csv(results / "cls" / "feature_space.csv", pd.DataFrame(fs_rows, columns=FEATURE_SPACE_COLUMNS))
+    write_csv(results / "cls" / "feature_space.csv",
+              pd.DataFrame(fs_rows, columns=FEATURE_SPACE_COLUMNS))
     if boxes_csv:
-        write_csv(results / "cls" / "crm_boxes.csv", pd.DataFrame(box_rows, columns=CRM_BOX_COLUMNS))
+        write_csv(results / "cls" / "crm_boxes.csv",
+                  pd.DataFrame(box_rows, columns=CRM_BOX_COLUMNS))
 
 
 def _read_boxes(path: Path, col: _Collector) -> dict[str, list[Box]]:
     from cxrbs.crm import read_boxes_csv
 
     if not path.is_file():
-        col.note("relevance_maps", f"box file {path} (report.boxes_csv) does not exist: boxes left out")
+        col.note("relevance_maps",
+                 f"box file {path} (report.boxes_csv) does not exist: boxes left out")
         return {}
     return {Path(k).stem: v for k, v in read_boxes_csv(path).items()}
 
 
-def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collector) -> Iterator[_FoldData]:
+def _fold_data(
+    results: Path, config: Mapping[str, Any], tb: str, col: _Collector
+) -> Iterator[_FoldData]:
     """Yield each fold whose two variant models and image stacks exist; note what is missing."""
     from cxrbs.datasets import load_stack
     from cxrbs.preprocess import from_uint16
@@ -727,7 +778,8 @@ def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collecto
               "bone_suppressed": results / "suppressed" / tb / "images.npy"}
     missing = [str(p) for p in (folds_csv, *stacks.values()) if not p.is_file()]
     if set(VARIANTS) - set(variants) or missing:
-        why = f"missing {', '.join(missing)}" if missing else "both variants are needed (cls.variants)"
+        why = (f"missing {', '.join(missing)}" if missing
+               else "both variants are needed (cls.variants)")
         for sec in ("relevance_maps", "feature_space"):
             col.note(sec, f"{tb}: left out, {why}")
         return
@@ -748,7 +800,8 @@ def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collecto
             continue
         idx = np.flatnonzero(folds["fold"].to_numpy() == k)
         yield _FoldData(
-            dataset=tb, fold=k, first=k == fold_ids[0], names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
+            dataset=tb, fold=k, first=k == fold_ids[0],
+            names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
             images={v: from_uint16(np.asarray(s[idx, 0])) for v, s in loaded.items()},
@@ -756,14 +809,16 @@ def _fold_data(results: Path, config: Mapping[str, Any], tb: str, col: _Collecto
         )
 
 
-def _feature_space_rows(fold: _FoldData, config: Mapping[str, Any], col: _Collector) -> list[dict[str, Any]]:
+def _feature_space_rows(
+    fold: _FoldData, config: Mapping[str, Any], col: _Collector
+) -> list[dict[str, Any]]:
     from cxrbs.errors import CxrbsError
     from cxrbs.feature_space import cluster_scores, extract_features, tsne_embedding
 
     feats = {v: extract_features(fold.models[v], fold.images[v]) for v in VARIANTS}
     scores = {v: cluster_scores(feats[v], fold.labels) for v in VARIANTS}
-    rows = [{"dataset": fold.dataset, "variant": v, "fold": fold.fold, "n": len(fold.labels), **scores[v]}
-            for v in VARIANTS]
+    rows = [{"dataset": fold.dataset, "variant": v, "fold": fold.fold, "n": len(fold.labels),
+             **scores[v]} for v in VARIANTS]
     if fold.first:
         seed = int(config.get("seed", 0))
         try:
@@ -773,7 +828,8 @@ def _feature_space_rows(fold: _FoldData, config: Mapping[str, Any], col: _Collec
         else:
             col.add("feature_space", plot_tsne(
                 *embs, fold.labels, scores, col.path(f"tsne_{fold.dataset}"),
-                title=f"{fold.dataset}, fold {fold.fold} held-out images: t-SNE of pooled deep features"))
+                title=f"{fold.dataset}, fold {fold.fold} held-out images: "
+                      "t-SNE of pooled deep features"))
     return rows
 
 
@@ -807,8 +863,8 @@ def _box_rows(fold: _FoldData, boxes: Mapping[str, list[Box]], crm_threshold: fl
         for variant in VARIANTS:
             crm, cam = _heatmaps(fold.models[variant], fold.images[variant][i], crm_threshold)
             for method, heat in (("crm", crm), ("grad_cam", cam)):
-                rows.append({"dataset": fold.dataset, "variant": variant, "fold": fold.fold, "image": name,
-                             "method": method, "n_boxes": len(scaled or []),
+                rows.append({"dataset": fold.dataset, "variant": variant, "fold": fold.fold,
+                             "image": name, "method": method, "n_boxes": len(scaled or []),
                              "mass_inside": mass_inside_boxes(heat, scaled or [])})
     return rows
 
@@ -832,7 +888,8 @@ def _crm_examples(results: Path, config: Mapping[str, Any], fold: _FoldData,
     cases = select_crm_cases(fold.labels, probs["bone_suppressed"], threshold,
                              int(report_cfg.get("crm_examples", 4)))
     if not cases:
-        col.note("relevance_maps", f"{fold.dataset}: no TB case among the fold-{fold.fold} held-out images")
+        col.note("relevance_maps",
+                 f"{fold.dataset}: no TB case among the fold-{fold.fold} held-out images")
         return
     crm_threshold = float(report_cfg.get("crm_threshold", 0.1))
     maps: dict[str, list[np.ndarray]] = {f"{k}_{v}": [] for k in ("crm", "cam") for v in VARIANTS}
@@ -842,8 +899,10 @@ def _crm_examples(results: Path, config: Mapping[str, Any], fold: _FoldData,
             crm, cam = _heatmaps(fold.models[v], fold.images[v][i], crm_threshold)
             maps[f"crm_{v}"].append(crm)
             maps[f"cam_{v}"].append(cam)
-        titles.append(f"{fold.names[i]}: TB, bone-suppressed model {'right' if correct else 'wrong'} "
-                      f"(p={probs['bone_suppressed'][i]:.2f}; baseline p={probs['baseline'][i]:.2f})")
+        verdict = "right" if correct else "wrong"
+        titles.append(f"{fold.names[i]}: TB, bone-suppressed model {verdict} "
+                      f"(p={probs['bone_suppressed'][i]:.2f}; "
+                      f"baseline p={probs['baseline'][i]:.2f})")
         try:
             shown_boxes.append(_scaled_boxes(fold, i, boxes) or [])
         except CxrbsError:

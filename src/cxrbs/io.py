@@ -132,6 +132,13 @@ def _kind(path: Path) -> str:
     )
 
 
+def _check_limits(max_pixels: int, min_side: int) -> None:
+    """A limit from a config file may be a string or a float: say which key, not a TypeError."""
+    for key, value in (("max_image_pixels", max_pixels), ("min_side", min_side)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise CxrbsError(f"{key} must be a positive integer, got {value!r}")
+
+
 def _check_size(path: Path, width: int, height: int, max_pixels: int, min_side: int) -> None:
     if width * height > max_pixels:
         raise _fail(
@@ -259,6 +266,17 @@ def _raster_bit_depth(mode: str) -> int:
 # ---------------------------------------------------------------- DICOM
 
 
+@contextlib.contextmanager
+def _dicom_errors(path: Path) -> Iterator[None]:
+    """pydicom converts elements lazily, so a damaged element raises on first access, anywhere."""
+    try:
+        yield
+    except (CxrbsError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - ValueError, TypeError, NotImplementedError, ...
+        raise _fail(path, f"corrupt DICOM element ({type(exc).__name__}: {exc})") from exc
+
+
 def _dicom_header(path: Path) -> Dataset:
     """Everything but the pixel data: enough to check size and type without decoding."""
     try:
@@ -294,6 +312,8 @@ def _dicom_geometry(path: Path, ds: Dataset) -> tuple[int, int]:
     samples = int(ds.get("SamplesPerPixel") or 1)
     if samples not in (1, 3):
         raise _fail(path, f"unsupported DICOM with {samples} samples per pixel")
+    if not isinstance(rows, int) or not isinstance(cols, int):
+        raise _fail(path, f"invalid Rows/Columns {rows!r}/{cols!r}: the DICOM header is corrupt")
     return int(cols), int(rows)
 
 
@@ -316,7 +336,15 @@ def _check_decoder(path: Path, ds: Dataset) -> None:
     """Name the package to install instead of pydicom's generic 'no plugin' error."""
     meta = getattr(ds, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
-    if not syntax or not syntax.is_compressed:
+    if not syntax:
+        return
+    if not syntax.is_transfer_syntax:
+        raise _fail(
+            path,
+            f"TransferSyntaxUID {syntax} is not a DICOM transfer syntax: the file meta "
+            "header is corrupt; re-export the file",
+        )
+    if not syntax.is_compressed:
         return
     try:
         decoder = get_decoder(syntax)
@@ -368,11 +396,12 @@ def _dicom_to_unit(path: Path, ds: Dataset, raw: np.ndarray) -> np.ndarray:
 
 
 def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
-    width, height = _dicom_geometry(path, _dicom_header(path))
-    _check_size(path, width, height, max_pixels, min_side)
-    ds = _dicom_full(path)
-    raw = _dicom_raw(path, ds)
-    return _finish(path, _dicom_to_unit(path, ds, raw))
+    with _dicom_errors(path):
+        width, height = _dicom_geometry(path, _dicom_header(path))
+        _check_size(path, width, height, max_pixels, min_side)
+        ds = _dicom_full(path)
+        raw = _dicom_raw(path, ds)
+        return _finish(path, _dicom_to_unit(path, ds, raw))
 
 
 # ---------------------------------------------------------------- public readers
@@ -388,6 +417,7 @@ def read_image(
     and is then min-max scaled, since its stored values have no fixed display range.
     """
     p = _as_path(path)
+    _check_limits(max_pixels, min_side)
     if _kind(p) == "raster":
         return _read_raster(p, max_pixels, min_side)
     return _read_dicom(p, max_pixels, min_side)
@@ -396,6 +426,7 @@ def read_image(
 def image_info(path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """Header facts plus raw stored min/max, for ``cxrbs info`` (decodes pixels once)."""
     p = _as_path(path)
+    _check_limits(max_pixels, 1)
     if _kind(p) == "raster":
         with _open_raster(p) as img:
             width, height = img.size
@@ -413,22 +444,23 @@ def image_info(path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[s
             **_raw_range(raw),
             "transfer_syntax": None,
         }
-    width, height = _dicom_geometry(p, _dicom_header(p))
-    _check_size(p, width, height, max_pixels, 1)
-    ds = _dicom_full(p)
-    raw = _dicom_raw(p, ds)
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    return {
-        "file": _show(p),
-        "format": "DICOM",
-        "modality": str(ds.get("Modality") or "unknown"),
-        "width": width,
-        "height": height,
-        "bit_depth": int(ds.get("BitsStored") or raw.dtype.itemsize * 8),
-        "photometric": str(ds.get("PhotometricInterpretation") or "unknown"),
-        **_raw_range(raw),
-        "transfer_syntax": str(syntax) if syntax else None,
-    }
+    with _dicom_errors(p):
+        width, height = _dicom_geometry(p, _dicom_header(p))
+        _check_size(p, width, height, max_pixels, 1)
+        ds = _dicom_full(p)
+        raw = _dicom_raw(p, ds)
+        syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+        return {
+            "file": _show(p),
+            "format": "DICOM",
+            "modality": str(ds.get("Modality") or "unknown"),
+            "width": width,
+            "height": height,
+            "bit_depth": int(ds.get("BitsStored") or raw.dtype.itemsize * 8),
+            "photometric": str(ds.get("PhotometricInterpretation") or "unknown"),
+            **_raw_range(raw),
+            "transfer_syntax": str(syntax) if syntax else None,
+        }
 
 
 def _raw_range(raw: np.ndarray) -> dict[str, int | float]:

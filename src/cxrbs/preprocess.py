@@ -65,16 +65,37 @@ def _tame(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_SIZE:
-        raise CxrbsError(f"preprocess size must be an integer >= {_MIN_SIZE}, got {size!r}")
+        raise CxrbsError(
+            f"preprocess size (config key image_size) must be an integer >= {_MIN_SIZE}, "
+            f"got {size!r}"
+        )
     return int(size)
 
 
+def _is_real(value: object) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, float, np.integer, np.floating))
+
+
 def _check_pcts(low_pct: float, high_pct: float) -> None:
+    # A YAML "1" (a string) would otherwise fail deep inside a comparison with a TypeError.
+    if not (_is_real(low_pct) and _is_real(high_pct)):
+        raise CxrbsError(
+            f"percentiles low_pct={low_pct!r}, high_pct={high_pct!r} (config keys "
+            "preprocess.low_percentile/high_percentile) must be numbers"
+        )
     if not (0.0 <= low_pct < high_pct <= 100.0):
         raise CxrbsError(
             f"percentiles low_pct={low_pct}, high_pct={high_pct} are invalid: "
             "need 0 <= low_pct < high_pct <= 100"
         )
+
+
+def check_options(size: int, low_pct: float = 1.0, high_pct: float = 99.0) -> int:
+    """Validate preprocessing settings before any image is read; returns ``size`` as an int."""
+    _check_pcts(low_pct, high_pct)
+    return _check_size(size)
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:

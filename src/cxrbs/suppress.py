@@ -4,7 +4,8 @@ Full resolution: a model sees the study's 256x256 contrast-stretched image. To r
 the input's own resolution we predict the *bone layer* at model scale (stretched input minus
 prediction), map it back to the original intensity scale through the inverse stretch, upsample it
 bilinearly and subtract it from the original. Bone shadows are smooth at model scale, so this keeps
-the original's fine detail (noise, vessels) that a 256 -> 2048 upsampling of the prediction would blur.
+the original's fine detail (noise, vessels) that a 256 -> 2048 upsampling of the prediction would
+blur.
 """
 
 from __future__ import annotations
@@ -30,19 +31,23 @@ from cxrbs.train import load_bs_model, predict_images
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("png", "dicom")
+# Files often found beside images that are certainly not DICOM: not worth opening.
+_NOT_IMAGES = frozenset({".txt", ".csv", ".json", ".md", ".xml", ".yaml", ".yml", ".zip", ".gz",
+                         ".pt", ".npy", ".html", ".pdf"})
 
 
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
                    out_manifest: Path, png_dir: Path | None = None, batch_size: int = 8,
                    progress: bool = True) -> pd.DataFrame:
-    """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like the originals."""
+    """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals."""
     model, meta = load_bs_model(model_path)
     stack = load_stack(stack_path)
     manifest = read_manifest(manifest_path)
     n = stack.shape[0]
     png_paths = []
     with atomic_path(out_stack) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16, shape=(n, 1, *stack.shape[2:]))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16,
+                                        shape=(n, 1, *stack.shape[2:]))
         for start in tqdm(range(0, n, batch_size), desc=f"suppress {out_stack.parent.name}",
                           disable=not progress, unit="batch"):
             batch = from_uint16(np.asarray(stack[start:start + batch_size, 0]))
@@ -88,7 +93,7 @@ def resolve_model(model: Path | None, best_json: Path = Path("results/bs/best.js
 
 def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
     """The side the model was trained at: its validation images are the uncropped, unaugmented
-    preprocessed stack, so their side is the preprocessing size (``crop_size`` only cuts patches)."""
+    preprocessed stack, so their side is the preprocessing size (crop_size only cuts patches)."""
     if meta.get("image_size"):
         return int(meta["image_size"])
     shape = (meta.get("data") or {}).get("val_shape") or (meta.get("data") or {}).get("train_shape")
@@ -100,15 +105,18 @@ def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
 def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
     """Files as given; folders expanded (recursively) to their image files, sorted.
 
-    Hidden files are skipped: they are OS litter or half-written temporaries (ours included).
+    In folders, DICOM files named by UID (no image suffix) are found by their 'DICM' marker;
+    hidden files are skipped: they are OS litter or half-written temporaries (ours included).
     """
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             yield from sorted(
                 p for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                if p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(item).parts)
+                and (p.suffix.lower() in SUPPORTED_SUFFIXES
+                     or (p.suffix.lower() not in _NOT_IMAGES and _is_dicom(p)))
             )
         elif item.exists():
             yield item
@@ -142,6 +150,11 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _stem(path: Path) -> str:
+    """File name without its image suffix; a UID name such as 1.2.840.5 keeps all its parts."""
+    return path.stem if path.suffix.lower() in SUPPORTED_SUFFIXES else path.name
+
+
 def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs; files found in a folder keep their sub-folder below ``outdir``.
 
@@ -155,7 +168,7 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[P
         files = list(iter_inputs([item]))
         for path in files:
             rel = path.relative_to(item).parent if item.is_dir() else Path()
-            plan.append((path, outdir / rel / f"{path.stem}_bs{suffix}"))
+            plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
     seen: dict[Path, Path] = {}
     for src, dst in plan:
         if dst in seen:

@@ -6,13 +6,14 @@ from cxrbs.snakemake_glue import run
 
 
 def main(sm):
-    config = {"seed": sm.params.seed, "datasets": dict(sm.params.datasets), "cls": dict(sm.params.cls),
-              "report": dict(sm.params.report)}
+    config = {"seed": sm.params.seed, "datasets": dict(sm.params.datasets),
+              "cls": dict(sm.params.cls), "report": dict(sm.params.report)}
     out_dir = Path(sm.output.figures)
     notes = {}
-    figures = make_all_figures(Path(sm.input.bs_summary).parents[2], config, out_dir, notes=notes)
-    write_json(out_dir / "index.json", {"figures": {k: [str(p) for p in v] for k, v in figures.items()},
-                                        "notes": notes})
+    results = Path(sm.input.bs_summary).parents[2]  # results/bs/eval/summary.csv
+    figures = make_all_figures(results, config, out_dir, notes=notes)
+    index = {"figures": {k: [str(p) for p in v] for k, v in figures.items()}, "notes": notes}
+    write_json(out_dir / "index.json", index)
 
 
 run(snakemake, main)  # noqa: F821
