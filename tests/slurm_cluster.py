@@ -6,8 +6,8 @@ picked so a second test session on the same machine does not collide. Daemons ru
 foreground as children of the test process and are stopped by their own process ids.
 
 Two partitions, ``cpu`` and ``gpu``, match the names in profiles/slurm/config.yaml, and the node
-declares one GPU GRES backed by /dev/null, so ``sbatch --gpus=1`` is scheduled for real (nothing
-uses it: torch here is a CPU build). Memory is not a consumable resource (``CR_Core``).
+declares GPU GRES backed by /dev/null and /dev/zero, so ``sbatch --gpus=1`` is scheduled for
+real (nothing uses them: torch here is a CPU build). Memory is not a consumable resource (``CR_Core``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,20 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 PARTITIONS = ("cpu", "gpu")
+FAKE_GPU_FILES = ("/dev/null", "/dev/zero")
+
+
+def program(name: str) -> str | None:
+    """Full path of a SLURM/munge program; daemons live in sbin, which PATH may leave out."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=path)
 
 
 def missing_requirements() -> str | None:
     """Why a cluster cannot start here (a reason for pytest.skip), or None when it can."""
     if os.geteuid() != 0:
         return "a test SLURM cluster runs its daemons as root; this process is not root"
-    missing = [name for name in (*DAEMONS, *CLIENTS) if shutil.which(name) is None]
+    missing = [name for name in (*DAEMONS, *CLIENTS) if program(name) is None]
     if missing:
         return (f"SLURM/munge programs not installed: {', '.join(missing)} "
                 "(Debian: apt-get install slurm-wlm munge)")
@@ -89,8 +96,8 @@ def slurm_conf(root: Path, node: str, ports: list[int], cpus: int, memory_mb: in
                gpus: int) -> str:
     """slurm.conf for one node without accounting: sacct has no database, squeue is the status.
 
-    MinJobAge keeps finished jobs visible to squeue for 10 minutes: the SLURM executor plugin
-    only trusts squeue when MinJobAge is at least three status-check intervals.
+    MinJobAge keeps finished jobs visible to squeue for an hour: the test reads them back, and
+    the SLURM executor plugin trusts squeue only where MinJobAge spans three status checks.
     """
     gres = f" Gres=gpu:{gpus}" if gpus else ""
     lines = [
@@ -120,7 +127,7 @@ def slurm_conf(root: Path, node: str, ports: list[int], cpus: int, memory_mb: in
         # the declared CPUs/memory win over what slurmd detects (containers report oddly)
         "SlurmdParameters=config_overrides",
         "ReturnToService=2",
-        "MinJobAge=600",
+        "MinJobAge=3600",
         "SchedulerType=sched/backfill",
         *(["GresTypes=gpu"] if gpus else []),
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb}{gres} State=UNKNOWN",
@@ -141,14 +148,15 @@ def write_files(root: Path, node: str, cpus: int, memory_mb: int, gpus: int) -> 
     key.chmod(0o400)
     conf = root / "slurm.conf"
     conf.write_text(slurm_conf(root, node, free_ports(2), cpus, memory_mb, gpus))
-    # slurmd drops file-less GPUs, so the fake one is backed by /dev/null (one device file only)
-    if gpus not in (0, 1):
-        raise ValueError(f"the test cluster fakes 0 or 1 GPU, not {gpus}")
-    (root / "gres.conf").write_text(f"NodeName={node} Name=gpu File=/dev/null\n" if gpus else "")
+    # slurmd drops file-less GPUs, so each fake one is backed by a harmless character device
+    if gpus > len(FAKE_GPU_FILES):
+        raise ValueError(f"the test cluster fakes at most {len(FAKE_GPU_FILES)} GPUs, not {gpus}")
+    (root / "gres.conf").write_text(
+        "".join(f"NodeName={node} Name=gpu File={dev}\n" for dev in FAKE_GPU_FILES[:gpus]))
     # The slurm-jobstep plugin strips SLURM_* (SLURM_CONF too) before its nested srun, and this
     # cluster's config is not in /etc/slurm: the wrapper puts SLURM_CONF back for srun alone.
     srun = root / "bin" / "srun"
-    srun.write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {shutil.which("srun")} "$@"\n')
+    srun.write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {program("srun")} "$@"\n')
     srun.chmod(0o755)
     return SlurmCluster(root=root, conf=conf, node=node, bin_dir=root / "bin")
 
@@ -214,7 +222,7 @@ def cancel_jobs(cluster: SlurmCluster, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def slurm_cluster(root: Path, cpus: int = 2, memory_mb: int | None = None, gpus: int = 1,
+def slurm_cluster(root: Path, cpus: int = 2, memory_mb: int | None = None, gpus: int = 2,
                   timeout: float = 60) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd under ``root``; yield once the node is idle.
 
@@ -231,14 +239,14 @@ def slurm_cluster(root: Path, cpus: int = 2, memory_mb: int | None = None, gpus:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_daemon(
-            ["munged", "--foreground", "--force", f"--key-file={munge_dir / 'munge.key'}",
+            [str(program("munged")), "--foreground", "--force", f"--key-file={munge_dir / 'munge.key'}",
              f"--socket={munge_dir / 'munge.socket'}", f"--pid-file={munge_dir / 'munged.pid'}",
              f"--seed-file={munge_dir / 'munged.seed'}", "--num-threads=2"],
             root / "log" / "munged.out", env))
         wait_for_path(munge_dir / "munge.socket", procs[0], timeout)
-        procs.append(start_daemon(["slurmctld", "-D", "-f", str(cluster.conf)],
+        procs.append(start_daemon([str(program("slurmctld")), "-D", "-f", str(cluster.conf)],
                                   root / "log" / "slurmctld.out", env))
-        procs.append(start_daemon(["slurmd", "-D", "-f", str(cluster.conf)],
+        procs.append(start_daemon([str(program("slurmd")), "-D", "-f", str(cluster.conf)],
                                   root / "log" / "slurmd.out", env))
         wait_until_idle(cluster, procs, timeout)
         yield cluster

@@ -68,7 +68,8 @@ def _config(boxes: Path | None, synthetic: bool = True) -> dict[str, Any]:
             "cxr8": {"role": "pretrain", "layout": "class_folders"},
         },
         "cls": {"threshold": 0.5, "variants": ["baseline", "bone_suppressed"], "folds": 2},
-        "report": {"crm_threshold": 0.1, "crm_examples": 2, "boxes_csv": str(boxes) if boxes else None},
+        "report": {"crm_threshold": 0.1, "crm_examples": 2,
+                   "boxes_csv": str(boxes) if boxes else None},
     }
 
 
@@ -87,14 +88,16 @@ def _write_bs(results: Path, rng: np.random.Generator) -> None:
     write_csv(results / "data" / "des" / "manifest.csv", pd.DataFrame({
         "index": range(n), "image_path": [f"/raw/des/source/p{i}.png" for i in range(n)],
         "target_path": [f"/raw/des/target/p{i}.png" for i in range(n)],
-        "patient_id": [f"d{i}" for i in range(n)], "label": np.nan, "pair_id": [f"p{i}" for i in range(n)]}))
+        "patient_id": [f"d{i}" for i in range(n)], "label": np.nan,
+        "pair_id": [f"p{i}" for i in range(n)]}))
     names = [f"p{i}" for i in range(n)]
     frames = []
     for arch, offset in (("identity", 0.0), ("ae_bs", 1.5), ("convnet_bs", -2.0)):
         psnr = 30 + offset + rng.normal(0, 1, n)
-        frames.append(pd.DataFrame({"arch": arch, "test_set": "des", "name": names, "mae": 0.03 - offset / 100,
-                                    "psnr": psnr, "ssim": 0.9 + offset / 100, "ms_ssim": 0.95 + offset / 100,
-                                    "bsr": 0.5 + offset / 10, "bsr_energy": offset / 10}))
+        frames.append(pd.DataFrame({
+            "arch": arch, "test_set": "des", "name": names, "mae": 0.03 - offset / 100,
+            "psnr": psnr, "ssim": 0.9 + offset / 100, "ms_ssim": 0.95 + offset / 100,
+            "bsr": 0.5 + offset / 10, "bsr_energy": offset / 10}))
         write_csv(results / "bs" / "eval" / arch / "des.csv", frames[-1])
     summary = summarize_evaluations(frames)
     write_csv(results / "bs" / "eval" / "summary.csv", summary)
@@ -106,7 +109,8 @@ def _write_bs(results: Path, rng: np.random.Generator) -> None:
             "seconds": 1.0, "images_per_s": 10.0}))
     model = create_model("ae_bs", seed=0, widths=[4, 8, 8])
     save_torch(results / "bs" / "models" / "ae_bs" / "best.pt", {
-        "model_name": "ae_bs", "model_kwargs": {"widths": [4, 8, 8]}, "model_state": model.state_dict()})
+        "model_name": "ae_bs", "model_kwargs": {"widths": [4, 8, 8]},
+        "model_state": model.state_dict()})
 
 
 def _write_tb(root: Path, results: Path, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
@@ -131,7 +135,8 @@ def _write_tb(root: Path, results: Path, rng: np.random.Generator) -> tuple[list
     return names, folds
 
 
-def _write_cls(results: Path, names: list[str], folds: np.ndarray, rng: np.random.Generator) -> None:
+def _write_cls(results: Path, names: list[str], folds: np.ndarray,
+               rng: np.random.Generator) -> None:
     labels = np.array([int(n[-1]) for n in names])
     files = []
     for v, (variant, signal) in enumerate((("baseline", 0.25), ("bone_suppressed", 0.35))):
@@ -139,29 +144,34 @@ def _write_cls(results: Path, names: list[str], folds: np.ndarray, rng: np.rando
             idx = np.flatnonzero(folds == k)
             rows = []
             for model, strength in (("deep", signal), ("hog_floor", 0.1)):
-                prob = np.clip(0.5 + strength * (2 * labels[idx] - 1) + rng.normal(0, 0.2, idx.size), 0.01, 0.99)
-                rows.append(pd.DataFrame({"dataset": "shenzhen", "variant": variant, "model": model, "fold": k,
-                                          "image": [names[i] for i in idx], "patient": [f"s{i:03d}" for i in idx],
-                                          "label": labels[idx], "probability": prob}))
+                score = 0.5 + strength * (2 * labels[idx] - 1) + rng.normal(0, 0.2, idx.size)
+                rows.append(pd.DataFrame({
+                    "dataset": "shenzhen", "variant": variant, "model": model, "fold": k,
+                    "image": [names[i] for i in idx], "patient": [f"s{i:03d}" for i in idx],
+                    "label": labels[idx], "probability": np.clip(score, 0.01, 0.99)}))
             out = results / "cls" / "shenzhen" / variant / f"fold{k}"
             write_csv(out / "predictions.csv", pd.concat(rows))
             files.append(out / "predictions.csv")
             net = create_model("small_cnn", seed=10 * v + k, widths=[4, 8])
             save_torch(out / "model.pt", {"state_dict": net.state_dict(), "model_name": "small_cnn",
                                           "model_kwargs": {"widths": [4, 8]}})
-    pre = pd.DataFrame({"dataset": "pretrain", "variant": "baseline", "model": "deep", "fold": "val",
-                        "image": [f"x{i}" for i in range(12)], "patient": [f"x{i}" for i in range(12)],
-                        "label": [0, 1] * 6, "probability": np.linspace(0.1, 0.9, 12)})
+    pre = pd.DataFrame({"dataset": "pretrain", "variant": "baseline", "model": "deep",
+                        "fold": "val", "image": [f"x{i}" for i in range(12)],
+                        "patient": [f"x{i}" for i in range(12)], "label": [0, 1] * 6,
+                        "probability": np.linspace(0.1, 0.9, 12)})
     write_csv(results / "cls" / "pretrain" / "predictions.csv", pre)
     write_csv(results / "cls" / "pretrain" / "history.csv", pd.DataFrame({
-        "epoch": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "val_loss": [0.72, 0.65, 0.6], "val_auc": [0.6, 0.7, 0.75],
+        "epoch": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "val_loss": [0.72, 0.65, 0.6],
+        "val_auc": [0.6, 0.7, 0.75],
         "val_acc": [0.5, 0.6, 0.7], "lr": 0.01, "seconds": 1.0, "images_per_s": 5.0}))
+    all_files = [results / "cls" / "pretrain" / "predictions.csv", *files]
     write_csv(results / "cls" / "metrics.csv",
-              evaluate([results / "cls" / "pretrain" / "predictions.csv", *files], threshold=0.5, n_boot=100, seed=0))
+              evaluate(all_files, threshold=0.5, n_boot=100, seed=0))
     write_csv(results / "cls" / "comparison.csv", compare(files, threshold=0.5))
 
 
-def _build_tree(root: Path, *, synthetic: bool = True, boxes: bool = True) -> tuple[Path, dict[str, Any]]:
+def _build_tree(root: Path, *, synthetic: bool = True,
+                boxes: bool = True) -> tuple[Path, dict[str, Any]]:
     rng = np.random.default_rng(0)
     results = root / "results"
     box_path = root / "boxes.csv" if boxes else None
@@ -185,8 +195,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     results, config = _build_tree(root)
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(results, config, results / "figures", notes=notes)
-    html = build_report(results, config, figures, results / "report.html", versions=software_versions(),
-                        notes=notes)
+    html = build_report(results, config, figures, results / "report.html",
+                        versions=software_versions(), notes=notes)
     return {"root": root, "results": results, "config": config, "figures": figures, "notes": notes,
             "html": html.read_text(encoding="utf-8")}
 
@@ -205,9 +215,11 @@ def _assert_png(path_or_bytes: Path | bytes) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 def test_make_all_figures_draws_every_part(tree: dict[str, Any]) -> None:
     names = {k: sorted(p.name for p in v) for k, v in tree["figures"].items()}
-    assert names["bone_suppression"] == ["bs_examples_des.png", "bs_metrics.png", "bs_training_curves.png"]
+    assert names["bone_suppression"] == ["bs_examples_des.png", "bs_metrics.png",
+                                         "bs_training_curves.png"]
     assert names["classification"] == ["cls_confusion_shenzhen.png", "cls_metrics_pretrain.png",
-                                       "cls_metrics_shenzhen.png", "cls_pretrain_curves.png", "cls_roc_shenzhen.png"]
+                                       "cls_metrics_shenzhen.png", "cls_pretrain_curves.png",
+                                       "cls_roc_shenzhen.png"]
     assert names["statistics"] == ["cls_comparison.png"]
     assert names["relevance_maps"] == ["crm_shenzhen.png"]
     assert names["feature_space"] == ["tsne_shenzhen.png"]
@@ -228,7 +240,7 @@ def test_feature_space_table_matches_an_independent_computation(tree: dict[str, 
     assert len(table) == 4 and set(table["variant"]) == {"baseline", "bone_suppressed"}
     folds = pd.read_csv(results / "data" / "shenzhen" / "folds.csv")
     idx = np.flatnonzero(folds["fold"] == 1)
-    model, _ = load_classifier(results / "cls" / "shenzhen" / "bone_suppressed" / "fold1" / "model.pt")
+    model, _ = load_classifier(results / "cls/shenzhen/bone_suppressed/fold1/model.pt")
     images = from_uint16(np.load(results / "suppressed" / "shenzhen" / "images.npy")[idx, 0])
     expected = cluster_scores(extract_features(model, images), folds["label"].to_numpy()[idx])
     row = table[(table["variant"] == "bone_suppressed") & (table["fold"] == 1)].iloc[0]
@@ -252,12 +264,13 @@ def test_crm_boxes_scaled_from_original_pixels(tree: dict[str, Any]) -> None:
     folds = pd.read_csv(results / "data" / "shenzhen" / "folds.csv")
     i = int(np.flatnonzero(folds["image_path"].map(lambda p: Path(p).stem) == name)[0])
     fold = int(folds["fold"][i])
-    model, _ = load_classifier(results / "cls" / "shenzhen" / "baseline" / f"fold{fold}" / "model.pt")
+    model, _ = load_classifier(results / f"cls/shenzhen/baseline/fold{fold}/model.pt")
     img = from_uint16(np.load(results / "data" / "shenzhen" / "images.npy")[i, 0])
     crm = class_selective_relevance_map(model, torch.from_numpy(img)[None, None], threshold=0.1)
     # (16, 12, 32, 24) in 64 x 48 pixels is (8, 8, 16, 16) in the 32 x 32 stack
     expected = mass_inside_boxes(crm, [(8.0, 8.0, 16.0, 16.0)])
-    got = boxes[(boxes["image"] == name) & (boxes["variant"] == "baseline") & (boxes["method"] == "crm")]
+    got = boxes[(boxes["image"] == name) & (boxes["variant"] == "baseline")
+                & (boxes["method"] == "crm")]
     assert got["mass_inside"].iloc[0] == pytest.approx(expected, rel=1e-6)
 
 
@@ -300,7 +313,8 @@ def test_rerun_gives_identical_report(tree: dict[str, Any], tmp_path: Path) -> N
     for a, b in zip(sorted(p for v in figures.values() for p in v),
                     sorted(p for v in tree["figures"].values() for p in v), strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
-    html = build_report(results, config, figures, tmp_path / "report.html", versions=software_versions(), notes=notes)
+    html = build_report(results, config, figures, tmp_path / "report.html",
+                        versions=software_versions(), notes=notes)
     assert html.read_text(encoding="utf-8") == tree["html"]
 
 
@@ -309,8 +323,13 @@ def test_missing_models_and_boxes_become_notes(tmp_path: Path) -> None:
     for path in results.glob("cls/shenzhen/*/fold1/model.pt"):
         path.unlink()
     shutil.rmtree(results / "bs" / "eval" / "ae_bs")
+    for name in ("bs/eval/summary.csv", "cls/metrics.csv", "cls/comparison.csv"):
+        (results / name).unlink()
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(results, config, results / "figures", notes=notes)
+    assert any("summary.csv" in n for n in notes["bone_suppression"])
+    assert any("metrics.csv" in n for n in notes["classification"])
+    assert any("comparison.csv" in n for n in notes["statistics"]) and not figures["statistics"]
     assert any("fold 1" in n and "model.pt" in n for n in notes["feature_space"])
     assert any("boxes" in n for n in notes["relevance_maps"])
     assert any("example images left out" in n for n in notes["bone_suppression"])
@@ -324,7 +343,8 @@ def test_missing_models_and_boxes_become_notes(tmp_path: Path) -> None:
     figures = make_all_figures(results, config, results / "figures2", notes=notes)
     assert figures["relevance_maps"] == [] and figures["feature_space"] == []
     assert pd.read_csv(results / "cls" / "feature_space.csv").empty
-    html = build_report(results, config, figures, tmp_path / "r.html", versions={"python": "3"}, notes=notes)
+    html = build_report(results, config, figures, tmp_path / "r.html", versions={"python": "3"},
+                        notes=notes)
     text = html.read_text(encoding="utf-8")
     assert re.findall(r"<h2>(.*?)</h2>", text) == HEADINGS
     assert "SYNTHETIC" not in text
@@ -336,7 +356,8 @@ def test_report_without_any_results(tmp_path: Path) -> None:
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(tmp_path / "results", config, tmp_path / "figs", notes=notes)
     assert all(v == [] for v in figures.values())
-    html = build_report(tmp_path / "results", config, figures, tmp_path / "r.html", versions={}, notes=notes)
+    html = build_report(tmp_path / "results", config, figures, tmp_path / "r.html", versions={},
+                        notes=notes)
     text = html.read_text(encoding="utf-8")
     assert re.findall(r"<h2>(.*?)</h2>", text) == HEADINGS
     assert "no bone-suppression evaluation" in text and "no classification metrics" in text
@@ -352,14 +373,17 @@ def test_synthetic_banner_from_source_json_alone(tree: dict[str, Any], tmp_path:
 # single functions
 # ---------------------------------------------------------------------------------------------
 def test_example_indices_and_case_selection() -> None:
-    assert example_indices([30.0, 35.0, np.nan, 20.0, 31.0, 25.0]) == [("best", 1), ("median", 0), ("worst", 3)]
-    assert example_indices([0.1, 0.3, 0.2], higher_is_better=False) == [("best", 0), ("median", 2), ("worst", 1)]
+    picks = example_indices([30.0, 35.0, np.nan, 20.0, 31.0, 25.0])
+    assert picks == [("best", 1), ("median", 0), ("worst", 3)]
+    picks = example_indices([0.1, 0.3, 0.2], higher_is_better=False)  # e.g. MAE
+    assert picks == [("best", 0), ("median", 2), ("worst", 1)]
     assert example_indices([5.0]) == [("best", 0)]
     labels = [1, 1, 0, 1, 1, 1]
     prob = [0.9, 0.6, 0.99, 0.2, 0.45, 0.7]
     assert select_crm_cases(labels, prob, 0.5, 4) == [(0, True), (5, True), (3, False), (4, False)]
     # only one wrong case: the rest filled with right ones
-    assert select_crm_cases([1, 1, 1, 1], [0.9, 0.8, 0.7, 0.1], 0.5, 3) == [(0, True), (1, True), (3, False)]
+    cases = select_crm_cases([1, 1, 1, 1], [0.9, 0.8, 0.7, 0.1], 0.5, 3)
+    assert cases == [(0, True), (1, True), (3, False)]
 
 
 def test_plot_crm_grid_draws_overlays_and_boxes(tmp_path: Path) -> None:
@@ -369,7 +393,7 @@ def test_plot_crm_grid_draws_overlays_and_boxes(tmp_path: Path) -> None:
     heat[:, 4:12, 20:28] = 1.0
     titles = ["case A: right", "case B: wrong"]
 
-    def draw(name: str, maps: np.ndarray, boxes: list[list[tuple[float, float, float, float]]] | None) -> np.ndarray:
+    def draw(name: str, maps: np.ndarray, boxes: list[list[Any]] | None) -> np.ndarray:
         out = plot_crm_grid(imgs, imgs * 0.9, maps, maps[:, ::-1], titles, tmp_path / name,
                             gradcam_orig=maps, gradcam_bs=maps, boxes=boxes)
         return _assert_png(out)[..., :3].astype(int)
@@ -394,8 +418,10 @@ def test_plot_crm_grid_draws_overlays_and_boxes(tmp_path: Path) -> None:
 def test_single_plot_functions_write_pngs(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     src, tgt = _phantoms(rng, 4), _phantoms(rng, 4)
-    _assert_png(plot_bs_examples(src, tgt * 0.98, tgt, list("abcd"), [30, 31, 29, 35], tmp_path / "ex.png"))
-    summary = pd.DataFrame({"arch": ["identity", "m1"], "test_set": "t", "metric": "psnr", "mean": [30.0, 31.0],
+    _assert_png(plot_bs_examples(src, tgt * 0.98, tgt, list("abcd"), [30, 31, 29, 35],
+                                 tmp_path / "ex.png"))
+    summary = pd.DataFrame({"arch": ["identity", "m1"], "test_set": "t", "metric": "psnr",
+                            "mean": [30.0, 31.0],
                             "sd": 1.0, "ci_low": [29.0, np.nan], "ci_high": [31.0, np.nan], "n": 5})
     _assert_png(plot_bs_metrics(summary, tmp_path / "m.png"))
     hist = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.1, np.nan]})
@@ -406,23 +432,25 @@ def test_single_plot_functions_write_pngs(tmp_path: Path) -> None:
     _assert_png(plot_roc(preds, tmp_path / "roc.png"))
     _assert_png(plot_confusion(preds, 0.5, tmp_path / "cm.png"))
     comp = pd.DataFrame({"dataset": "d", "metric": ["auc", "accuracy"], "difference": [0.05, -0.01],
-                         "ci_low": [-0.01, -0.05], "ci_high": [0.11, 0.03], "test": ["DeLong", "McNemar"],
+                         "ci_low": [-0.01, -0.05], "ci_high": [0.11, 0.03],
+                         "test": ["DeLong", "McNemar"],
                          "p_value": [0.04, np.nan]})
     _assert_png(plot_metric_comparison(comp, tmp_path / "cmp.png"))
     emb = rng.normal(size=(12, 2))
-    _assert_png(plot_tsne(emb, emb + 1, labels, {"baseline": {"silhouette": 0.1, "davies_bouldin": 2.0}},
-                          tmp_path / "t.png"))
+    scores = {"baseline": {"silhouette": 0.1, "davies_bouldin": 2.0}}  # bone_suppressed absent
+    _assert_png(plot_tsne(emb, emb + 1, labels, scores, tmp_path / "t.png"))
 
 
 def test_bs_summary_table_and_number_format() -> None:
     summary = pd.DataFrame({
         "arch": ["identity", "identity", "good", "good", "bad", "bad"], "test_set": "t",
         "metric": ["psnr", "mae"] * 3, "mean": [30.0, 0.02, 31.0, 0.01, 29.0, 0.03],
-        "ci_low": [29.0, 0.01, 30.0, 0.005, 28.0, 0.02], "ci_high": [31.0, 0.03, 32.0, 0.015, 30.0, 0.04],
+        "ci_low": [29.0, 0.01, 30.0, 0.005, 28.0, 0.02],
+        "ci_high": [31.0, 0.03, 32.0, 0.015, 30.0, 0.04],
         "sd": 1.0, "n": 5})
     table = bs_summary_table(summary).set_index("model")
     assert list(table.index) == ["bad", "good", "identity"]
-    assert table.at["good", "beats identity on"] == "mae, psnr" or table.at["good", "beats identity on"] == "psnr, mae"
+    assert table.at["good", "beats identity on"] == "mae, psnr"  # lower MAE, higher PSNR
     assert table.at["bad", "beats identity on"].startswith("none: NOT better")
     assert table.at["good", "psnr"] == "31 [30, 32]"
     assert format_number(0.123456) == "0.1235" and format_number(float("nan")) == "n/a"
@@ -431,7 +459,8 @@ def test_bs_summary_table_and_number_format() -> None:
 
 def test_index_json_round_trip_through_scripts_format(tree: dict[str, Any], tmp_path: Path) -> None:
     """make_report.py reads paths back from index.json as strings: those must work too."""
-    index = {"figures": {k: [str(p) for p in v] for k, v in tree["figures"].items()}, "notes": tree["notes"]}
+    index = {"figures": {k: [str(p) for p in v] for k, v in tree["figures"].items()},
+             "notes": tree["notes"]}
     loaded = json.loads(json.dumps(index))
     html = build_report(tree["results"], tree["config"], loaded["figures"], tmp_path / "r.html",
                         versions=software_versions(), notes=loaded["notes"])

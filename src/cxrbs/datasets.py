@@ -46,10 +46,10 @@ def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: f
                 target = read_image(row.target_path, max_pixels=max_pixels)
                 if source.shape != target.shape:
                     raise CxrbsError(
-                        f"pair {_display(str(row.pair_id))}: source {_display(row.image_path)} is "
-                        f"{source.shape[1]}x{source.shape[0]} but target {_display(row.target_path)}"
-                        f" is {target.shape[1]}x{target.shape[0]}; paired images must have the "
-                        "same size"
+                        f"pair {_display(str(row.pair_id))}: source {_display(row.image_path)} "
+                        f"is {source.shape[1]}x{source.shape[0]} but target "
+                        f"{_display(row.target_path)} is {target.shape[1]}x{target.shape[0]}; "
+                        "paired images must have the same size"
                     )
                 s, t = preprocess_pair(source, target, size, low_pct=low_pct, high_pct=high_pct,
                                        mode=pair_stretch, name=_display(str(row.pair_id)))

@@ -57,7 +57,7 @@ CRM_BOX_COLUMNS = ["dataset", "variant", "fold", "image", "method", "n_boxes", "
 _STYLE = {
     "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 11,
-    "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "cxrbs",
+    "axes.spines.top": False, "axes.spines.right": False,
 }  # fmt: skip
 
 
@@ -518,8 +518,10 @@ def plot_tsne(emb_base: Any, emb_bs: Any, labels: Any, scores: Mapping[str, Mapp
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=22, marker=marker, color=colour, alpha=0.8,
                            edgecolors="none", label=f"{name} (n={int(sel.sum())})")
             s = scores.get(variant, {})
-            ax.set_title(f"{VARIANT_LABELS[variant]}\nsilhouette {_fmt(s.get('silhouette'))}, "
-                         f"Davies-Bouldin {_fmt(s.get('davies_bouldin'))}")
+            # the scores are of the full features, not of this 2-D picture
+            ax.set_title(f"{VARIANT_LABELS[variant]}\nfeatures: silhouette "
+                         f"{_fmt(s.get('silhouette'))}, Davies-Bouldin "
+                         f"{_fmt(s.get('davies_bouldin'))}")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("t-SNE 1")
@@ -785,12 +787,14 @@ def _fold_data(
         return
     try:
         from cxrbs.classify import load_classifier
+        from cxrbs.device import select_device
     except ImportError as exc:  # the classification module is optional for figure-only installs
         for sec in ("relevance_maps", "feature_space"):
             col.note(sec, f"{tb}: left out, cxrbs.classify cannot be imported ({exc})")
         return
     folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
     loaded = {v: load_stack(p) for v, p in stacks.items()}
+    device = select_device("auto")  # a GPU where there is one: VGG-16 features of every fold
     fold_ids = sorted(int(f) for f in folds["fold"].unique())
     for k in fold_ids:
         paths = {v: results / "cls" / tb / v / f"fold{k}" / "model.pt" for v in VARIANTS}
@@ -805,7 +809,7 @@ def _fold_data(
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
             images={v: from_uint16(np.asarray(s[idx, 0])) for v, s in loaded.items()},
-            models={v: load_classifier(p)[0] for v, p in paths.items()},
+            models={v: load_classifier(p, device=device)[0] for v, p in paths.items()},
         )
 
 

@@ -193,7 +193,10 @@ def _open_raster(path: Path) -> Iterator[Image.Image]:
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
         raise _fail(path, f"corrupt image header ({type(exc).__name__}: {exc})") from exc
     with img:
-        frames = getattr(img, "n_frames", 1)
+        try:  # a TIFF's page list is parsed here, lazily: broken ones raise TypeError...
+            frames = getattr(img, "n_frames", 1)
+        except Exception as exc:  # noqa: BLE001
+            raise _fail(path, f"corrupt image structure ({type(exc).__name__}: {exc})") from exc
         if frames > 1 and img.format != "MPO":  # MPO: frame 0 is the primary JPEG
             raise _fail(
                 path,

@@ -31,8 +31,21 @@ TB_PATTERNS = {
 
 
 def _display(path: Path | str) -> str:
-    """File names may not be UTF-8; never let formatting an error raise another one."""
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    """File names may not be UTF-8; never let formatting an error raise another one.
+
+    An undecodable byte shows as ``\\xff`` (the byte on disk, as ``cxrbs.io`` shows it), not as
+    the ``\\udcff`` of Python's surrogate escape.
+    """
+    text = os.fsdecode(path)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _names(names: list[str]) -> list[str]:
+    """The first three names, printable, for 'e.g.' lists in messages."""
+    return [_display(n) for n in names[:3]]
 
 
 def _walk_images(root: Path, exclude_dirs: Iterable[str]) -> list[Path]:
@@ -67,8 +80,8 @@ def paired_manifest(root: Path, *, source_dir: str = "source", target_dir: str =
     if only_src or only_tgt:
         raise CxrbsError(
             f"paired folders {_display(src_root)} and {_display(tgt_root)} do not match: "
-            f"{len(only_src)} source image(s) without target (e.g. {only_src[:3]}), "
-            f"{len(only_tgt)} target image(s) without source (e.g. {only_tgt[:3]}); "
+            f"{len(only_src)} source image(s) without target (e.g. {_names(only_src)}), "
+            f"{len(only_tgt)} target image(s) without source (e.g. {_names(only_tgt)}); "
             "every pair needs the same file name on both sides"
         )
     if not sources:
@@ -91,8 +104,9 @@ def _find_subdir(root: Path, name: str) -> Path:
     if len(nested) == 1:
         return nested[0]
     raise CxrbsError(
-        f"paired data set {_display(root)} has no '{name}/' folder; expected {root}/source and "
-        f"{root}/target with the same file names (or set source_dir/target_dir in the config)"
+        f"paired data set {_display(root)} has no '{name}/' folder; expected "
+        f"{_display(root / 'source')} and {_display(root / 'target')} with the same file names "
+        "(or set source_dir/target_dir in the config)"
     )
 
 
@@ -112,7 +126,7 @@ def tb_manifest(root: Path, *, layout: str, exclude_dirs: Iterable[str] = DEFAUL
     if not rows:
         raise CxrbsError(
             f"no {layout} images named like {pattern.pattern} under {_display(root)}"
-            + (f" (found other images, e.g. {skipped[:3]})" if skipped else "")
+            + (f" (found other images, e.g. {_names(skipped)})" if skipped else "")
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -516,8 +516,12 @@ def _save_png(path: Path, img01: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- layouts
 
 
-def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int = 0) -> Path:
+def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int = 0,
+                 severity: float = 1.0) -> Path:
     """Write ``n`` synthetic images in the file layout of a real public data set.
+
+    ``severity`` scales the findings of labelled sets: small demo images need stronger
+    opacities than 256-pixel ones for a classifier to have something to learn in a few epochs.
 
     Layouts: "pairs" (BSE-JSRT ``source/`` and ``target/``), "des" (dual-energy pairs from
     another institution), "shenzhen" and "montgomery" (``*_L.png``, L = 1 TB) and "cxr8"
@@ -533,6 +537,8 @@ def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int 
         raise CxrbsError(f"phantom size must be an integer >= {_MIN_SIZE}, got {size}")
     if int(seed) != seed or seed < 0:
         raise CxrbsError(f"phantom seed must be a non-negative integer, got {seed}")
+    if not np.isfinite(severity) or severity < 0:
+        raise CxrbsError(f"phantom severity must be a finite number >= 0, got {severity}")
     outdir = ensure_dir(outdir)
     root = np.random.SeedSequence([int(seed), PHANTOM_KINDS.index(kind)])
     writer = {
@@ -542,11 +548,12 @@ def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int 
         "montgomery": _write_tb,
         "cxr8": _write_cxr8,
     }[kind]
-    writer(kind, outdir, int(n), int(size), root)
+    writer(kind, outdir, int(n), int(size), root, float(severity))
     return outdir
 
 
-def _write_pairs(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence) -> None:
+def _write_pairs(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence,
+                 scale: float = 1.0) -> None:
     for i, child in enumerate(root.spawn(n), start=1):
         ph = _phantom(np.random.default_rng(child), size, None, 0.0)
         if kind == "pairs":
@@ -557,7 +564,8 @@ def _write_pairs(kind: str, outdir: Path, n: int, size: int, root: np.random.See
         _save_png(outdir / "target" / name, target)
 
 
-def _write_tb(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence) -> None:
+def _write_tb(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence,
+              scale: float = 1.0) -> None:
     prefix, tb_share = ("CHNCXR", 0.5) if kind == "shenzhen" else ("MCUCXR", 0.4)
     label_rng, *children = (np.random.default_rng(c) for c in root.spawn(n + 1))
     labels = np.zeros(n, dtype=int)
@@ -565,11 +573,12 @@ def _write_tb(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSe
     labels = label_rng.permutation(labels)
     for i, (rng, label) in enumerate(zip(children, labels, strict=True), start=1):
         severity = float(rng.uniform(0.6, 1.4))
-        ph = _phantom(rng, size, _tb_opacities if label else None, severity)
+        ph = _phantom(rng, size, _tb_opacities if label else None, severity * scale)
         _save_png(outdir / f"{prefix}_{i:04d}_{label}.png", ph.radiograph)
 
 
-def _write_cxr8(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence) -> None:
+def _write_cxr8(kind: str, outdir: Path, n: int, size: int, root: np.random.SeedSequence,
+                scale: float = 1.0) -> None:
     """Patients with 1-3 follow-ups: same anatomy per patient, new noise and findings per image."""
     plan_rng = np.random.default_rng(root.spawn(1)[0])
     counts: list[int] = []
@@ -594,7 +603,7 @@ def _write_cxr8(kind: str, outdir: Path, n: int, size: int, root: np.random.Seed
             noise, lesion = (np.random.default_rng(c) for c in iseq.spawn(2))
             ph = _phantom_from(
                 np.random.default_rng(anat_seq), np.random.default_rng(tex_seq), noise, lesion,
-                size, _consolidation if label else None, float(lesion.uniform(0.7, 1.5)),
+                size, _consolidation if label else None, float(lesion.uniform(0.7, 1.5)) * scale,
             )
             folder = "abnormal" if label else "normal"
             _save_png(outdir / folder / f"{pid:08d}_{follow:03d}.png", ph.radiograph)

@@ -191,6 +191,9 @@ def _dataset_row(results: Path, name: str, spec: Mapping[str, Any],
         "synthetic": "yes" if source.get("synthetic") else "no",
         "images": "not prepared", "patients": "", "labels": "", "pairs": "",
     }  # fmt: skip
+    if spec.get("role") == "weights":
+        row["images"] = "(weights file)"
+        return row
     manifest = _read_csv(results / "data" / name / "manifest.csv", dtype={"patient_id": str})
     if manifest is not None:
         paired = "target_path" in manifest and manifest["target_path"].notna().any()

@@ -7,6 +7,7 @@ so later rules never need to know how the data arrived.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ def prepare_source(name: str, spec: dict[str, Any], record: Path, *, seed: int,
     dest_dir = Path(record).parent
     if "synthetic" in spec:
         syn = spec["synthetic"]
+        # A changed spec (n, size) must not leave images of the previous one beside the new ones.
+        shutil.rmtree(dest_dir / "files", ignore_errors=True)
         root = write_layout(syn["kind"], dest_dir / "files", int(syn["n"]),
-                            size=int(syn.get("size", 256)), seed=seed)
+                            size=int(syn.get("size", 256)), seed=seed,
+                            severity=float(syn.get("severity", 1.0)))
         origin = f"synthetic phantoms ({syn['kind']}, n={syn['n']}, seed={seed})"
     else:
         root = materialize_source(spec, dest_dir, name=name, progress=progress)
