@@ -1,5 +1,6 @@
 """Fuzzing the DICOM reader: whatever the bytes, ``read_image`` returns a float32 2-D image in
 [0,1] or raises CxrbsError naming the file, never another exception (a traceback for the user).
+The same holds for a damaged template given to ``write_dicom_derived``.
 
 Two harnesses: a deterministic, seeded mutation fuzz that always runs (no extra dependency), and
 an atheris (libFuzzer) run when atheris is installed. Run atheris by hand for longer with
@@ -32,7 +33,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxrbs.errors import CxrbsError
-from cxrbs.io import image_info, read_image
+from cxrbs.io import image_info, read_image, write_dicom_derived
 
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "RG1_UNCR.dcm"
 N_MUTANTS = 300
@@ -163,6 +164,36 @@ def test_mutated_dicom_is_read_or_refused_cleanly(kind: str, tmp_path: Path) -> 
     # Not vacuous: the mutations both break files and leave some readable.
     assert outcomes["refused"] >= N_MUTANTS // 10 and outcomes["ok"] >= N_MUTANTS // 20, outcomes
     assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "vendor"])
+def test_mutated_template_for_derived_dicom(kind: str, tmp_path: Path) -> None:
+    """`cxrbs suppress --format dicom` copies the input's header: a damaged one must be named."""
+    data = seed_bytes(kind)
+    header_end = len(data) - 40 * 48 * 2
+    template, out = tmp_path / "template.dcm", tmp_path / "out" / "bs.dcm"
+    img = np.linspace(0.0, 1.0, 40 * 40).reshape(40, 40)
+    outcomes: Counter[str] = Counter()
+    crashes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(N_MUTANTS // 2):
+            template.write_bytes(mutate(data, np.random.default_rng([FUZZ_SEED + 1, i]),
+                                        header_end))
+            try:
+                write_dicom_derived(out, img, template)
+            except CxrbsError as exc:
+                assert template.name in str(exc), str(exc)
+                outcomes["refused"] += 1
+                continue
+            except Exception as exc:  # noqa: BLE001
+                crashes.append(f"mutant {i}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            np.testing.assert_allclose(read_image(out), img, atol=1 / 65535)
+            outcomes["ok"] += 1
+    assert not crashes, "\n".join(crashes[:10])
+    assert outcomes["refused"] >= 10 and outcomes["ok"] >= 10, outcomes
+    assert not list(out.parent.glob(".*tmp*"))
 
 
 # ----------------------------------------------------------------- atheris (libFuzzer)

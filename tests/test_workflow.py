@@ -148,3 +148,42 @@ def test_changing_a_classification_parameter_reruns_no_bone_suppression_job(
     assert "finetune_cls" in rules
     assert not rules & {"train_bs", "evaluate_bs", "evaluate_identity", "summarize_bs", "select_bs",
                         "suppress_tb", "prepare_bs_pairs", "build_manifest", "fetch_dataset"}
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=10000"]
+REPORT_SECTIONS = ["Data", "Bone suppression", "Classification", "Statistics", "Relevance maps",
+                   "Feature space", "Configuration and software"]
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_real_browser_with_every_image(demo_run: Path, tmp_path: Path) -> None:
+    """Headless Chromium loads the demo report: every image decodes, every section is there."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    html = (demo_run / "results" / "report.html").read_text(encoding="utf-8")
+    probe = ("<script>window.addEventListener('load', () => {"
+             "const imgs = [...document.images];"
+             "document.body.dataset.images = imgs.length;"
+             "document.body.dataset.broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;"
+             "document.body.dataset.headings = [...document.querySelectorAll('h2')]"
+             ".map(h => h.textContent.trim()).join('|');});</script>")
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</body>", probe + "</body>"), encoding="utf-8")
+    result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                             "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = result.stdout
+    images = re.search(r'data-images="(\d+)"', dom)
+    broken = re.search(r'data-broken="(\d+)"', dom)
+    headings = re.search(r'data-headings="([^"]*)"', dom)
+    assert images and broken and headings, result.stderr[-2000:]
+    assert int(images.group(1)) >= 10
+    assert int(broken.group(1)) == 0
+    found = headings.group(1).split("|")
+    for section in REPORT_SECTIONS:
+        assert section in found, (section, found)
+    assert "SYNTHETIC" in html

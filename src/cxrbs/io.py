@@ -533,17 +533,20 @@ def write_dicom_derived(
     stored = np.round(unit * 65535.0).astype("<u2")
     tpl_path = _as_path(template)
     _kind(tpl_path)
-    ds = _dicom_header(tpl_path)
-    old_shape = (ds.get("Rows"), ds.get("Columns"))
-    source = (ds.get("SOPClassUID"), ds.get("SOPInstanceUID"))
-    _drop_stale(ds)
-    _rescale_spacing(ds, old_shape, stored.shape)
-    _set_identity(ds, source, series_description)
-    _set_pixels(ds, stored)
-    ds.file_meta = _file_meta(ds)
-    ds.preamble = b"\x00" * 128
-    with atomic_path(_as_path(path)) as tmp:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    # The template's elements are parsed lazily, up to dcmwrite: a damaged one is its fault.
+    with _dicom_errors(tpl_path):
+        ds = _dicom_header(tpl_path)
+        old_shape = (ds.get("Rows"), ds.get("Columns"))
+        source = (ds.get("SOPClassUID"), ds.get("SOPInstanceUID"))
+        _drop_stale(ds)
+        _rescale_spacing(ds, old_shape, stored.shape)
+        _set_identity(ds, source, series_description)
+        _set_pixels(ds, stored)
+        ds.file_meta = _file_meta(ds)
+        ds.preamble = b"\x00" * 128
+        with atomic_path(_as_path(path)) as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True, implicit_vr=False,
+                             little_endian=True)
 
 
 def _drop_stale(ds: Dataset) -> None:

@@ -124,8 +124,9 @@ def apply_stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
     arr = np.asarray(img, dtype=np.float64)
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return np.zeros(arr.shape, dtype=np.float32)
-    out = (arr - lo) / (hi - lo)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge ranges saturate, which is the intent
+        out = (arr - lo) / (hi - lo)
+    return np.nan_to_num(np.clip(out, 0.0, 1.0), nan=0.0).astype(np.float32)
 
 
 def preprocess(
