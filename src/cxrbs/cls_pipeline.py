@@ -21,6 +21,7 @@ from cxrbs.cls_metrics import metrics_with_ci
 from cxrbs.datasets import load_stack, read_manifest
 from cxrbs.errors import CxrbsError
 from cxrbs.hog_floor import train_hog_floor
+from cxrbs.preprocess import resize_images
 from cxrbs.splits import patient_split
 from cxrbs.stats import compare_variants
 
@@ -48,9 +49,10 @@ def _image_names(frame: pd.DataFrame) -> list[str]:
 
 def pretrain(manifests: list[Path], stacks: list[Path], *, model: str, model_kwargs: dict[str, Any],
              train_cfg: dict[str, Any], seed: int, outdir: Path, weights: Path | None,
-             threads: int | None, hog_floor: bool) -> pd.DataFrame:
+             threads: int | None, hog_floor: bool, input_size: int | None = None) -> pd.DataFrame:
     """Stage 1: CXR-modality pretraining (normal vs abnormal) with a patient-level validation split."""
     images, frame = load_labelled_sets(manifests, stacks)
+    images = resize_images(images, input_size)
     labels = frame["label"].astype(int).to_numpy()
     patients = frame["patient_key"].to_numpy()
     cfg = ClsTrainConfig.from_dict(train_cfg, seed=seed, threads=threads)
@@ -79,10 +81,10 @@ def _prediction_rows(frame: pd.DataFrame, dataset: str, variant: str, model: str
 
 def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: str, fold: int,
                   init_checkpoint: Path, train_cfg: dict[str, Any], seed: int, outdir: Path,
-                  threads: int | None, hog_floor: bool) -> pd.DataFrame:
+                  threads: int | None, hog_floor: bool, input_size: int | None = None) -> pd.DataFrame:
     """Stage 2: fine-tune on the other folds (inner patient-level validation), predict fold ``fold``."""
     folds = pd.read_csv(folds_path, dtype={"patient_id": str})
-    images = np.asarray(load_stack(stack_path)[:, :1])
+    images = resize_images(load_stack(stack_path), input_size)
     if len(images) != len(folds):
         raise CxrbsError(f"{stack_path} has {len(images)} images but {folds_path} lists {len(folds)}")
     held_out = folds["fold"].to_numpy() == fold

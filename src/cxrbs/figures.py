@@ -772,7 +772,7 @@ def _fold_data(
 ) -> Iterator[_FoldData]:
     """Yield each fold whose two variant models and image stacks exist; note what is missing."""
     from cxrbs.datasets import load_stack
-    from cxrbs.preprocess import from_uint16
+    from cxrbs.preprocess import resize_images
 
     variants = list((config.get("cls") or {}).get("variants", VARIANTS))
     folds_csv = results / "data" / tb / "folds.csv"
@@ -808,7 +808,9 @@ def _fold_data(
             names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
-            images={v: from_uint16(np.asarray(s[idx, 0])) for v, s in loaded.items()},
+            images={v: resize_images(np.asarray(s[idx, 0]),
+                                     (config.get("cls") or {}).get("input_size"))
+                    for v, s in loaded.items()},
             models={v: load_classifier(p, device=device)[0] for v, p in paths.items()},
         )
 

@@ -533,9 +533,10 @@ def write_dicom_derived(
     stored = np.round(unit * 65535.0).astype("<u2")
     tpl_path = _as_path(template)
     _kind(tpl_path)
-    # The template's elements are parsed lazily, up to dcmwrite: a damaged one is its fault.
     with _dicom_errors(tpl_path):
         ds = _dicom_header(tpl_path)
+        for _ in ds.iterall():  # parse every lazy element now: a damaged one is the template's
+            pass
         old_shape = (ds.get("Rows"), ds.get("Columns"))
         source = (ds.get("SOPClassUID"), ds.get("SOPInstanceUID"))
         _drop_stale(ds)
@@ -544,9 +545,8 @@ def write_dicom_derived(
         _set_pixels(ds, stored)
         ds.file_meta = _file_meta(ds)
         ds.preamble = b"\x00" * 128
-        with atomic_path(_as_path(path)) as tmp:
-            pydicom.dcmwrite(tmp, ds, enforce_file_format=True, implicit_vr=False,
-                             little_endian=True)
+    with atomic_path(_as_path(path)) as tmp:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True, implicit_vr=False, little_endian=True)
 
 
 def _drop_stale(ds: Dataset) -> None:
@@ -556,6 +556,8 @@ def _drop_stale(ds: Dataset) -> None:
             delattr(ds, keyword)
     for tag in list(ds.keys()):
         if tag.group & 0xFF00 in (0x5000, 0x6000):  # curves and overlays drawn on old pixels
+            del ds[tag]
+        elif tag.group == 0x0000:  # network command elements: never part of a stored file
             del ds[tag]
 
 

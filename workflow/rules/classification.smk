@@ -15,6 +15,7 @@ rule pretrain_cls:
     params:
         model=config["cls"]["model"],
         model_kwargs=config["cls"]["model_kwargs"],
+        input_size=config["cls"]["input_size"],
         train=config["cls"]["pretrain"],
         seed=config["seed"],
         hog_floor=config["cls"]["hog_floor"],
@@ -43,6 +44,7 @@ rule finetune_cls:
         predictions="results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
     params:
         train=config["cls"]["finetune"],
+        input_size=config["cls"]["input_size"],
         seed=config["seed"],
         hog_floor=config["cls"]["hog_floor"],
     threads: config["resources"]["train_threads"]

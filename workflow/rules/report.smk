@@ -47,7 +47,7 @@ rule figures:
     params:
         seed=config["seed"],
         datasets=config["datasets"],
-        cls={key: config["cls"][key] for key in ("threshold", "variants")},
+        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
         report=config["report"],
     threads: config["resources"]["train_threads"]
     log:

@@ -9,7 +9,7 @@ def main(sm):
                   variant=sm.wildcards.variant, fold=int(sm.wildcards.fold),
                   init_checkpoint=Path(sm.input.pretrained), train_cfg=dict(sm.params.train),
                   seed=sm.params.seed, outdir=Path(sm.output.model).parent, threads=sm.threads,
-                  hog_floor=sm.params.hog_floor)
+                  hog_floor=sm.params.hog_floor, input_size=sm.params.input_size)
 
 
 run(snakemake, main)  # noqa: F821
