@@ -557,8 +557,17 @@ def _drop_stale(ds: Dataset) -> None:
     for tag in list(ds.keys()):
         if tag.group & 0xFF00 in (0x5000, 0x6000):  # curves and overlays drawn on old pixels
             del ds[tag]
-        elif tag.group == 0x0000:  # network command elements: never part of a stored file
+        elif tag.group in (0x0000, 0x0002):  # command set / file meta: not in a data set body
             del ds[tag]
+
+
+def _put(ds: Dataset, **values: Any) -> None:
+    """Set elements afresh: assigning to an existing element keeps the template's VR, which in a
+    damaged file can be anything (e.g. text for HighBit) and fails only inside dcmwrite."""
+    for keyword, value in values.items():
+        if keyword in ds:
+            delattr(ds, keyword)
+        setattr(ds, keyword, value)
 
 
 def _rescale_spacing(
@@ -574,7 +583,7 @@ def _rescale_spacing(
             continue
         row_mm = float(value[0]) * old[0] / new[0]
         col_mm = float(value[1]) * old[1] / new[1]
-        setattr(ds, keyword, [format_number_as_ds(row_mm), format_number_as_ds(col_mm)])
+        _put(ds, **{keyword: [format_number_as_ds(row_mm), format_number_as_ds(col_mm)]})
 
 
 def _set_identity(ds: Dataset, source: tuple[Any, Any], description: str) -> None:
@@ -583,38 +592,45 @@ def _set_identity(ds: Dataset, source: tuple[Any, Any], description: str) -> Non
         sop_class = sop_class[:-2]  # the processed image is "for presentation"
     if sop_class not in _DX_PRESENTATION and sop_class != _CR:
         sop_class = SecondaryCaptureImageStorage
-        ds.ConversionType = "WSD"  # workstation: required by the Secondary Capture module
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.SeriesDescription = description
-    ds.DerivationDescription = f"{description}; derived from the source image by cxrbs"
-    ds.InstanceNumber = 1
-    if "Modality" not in ds:
-        ds.Modality = "OT"
+        _put(ds, ConversionType="WSD")  # workstation: required by the Secondary Capture module
     now = datetime.datetime.now()
-    ds.InstanceCreationDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    date, time_ = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    _put(
+        ds,
+        SOPClassUID=sop_class,
+        SOPInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        ImageType=["DERIVED", "SECONDARY"],
+        SeriesDescription=description,
+        DerivationDescription=f"{description}; derived from the source image by cxrbs",
+        InstanceNumber=1,
+        InstanceCreationDate=date, SeriesDate=date, ContentDate=date,
+        InstanceCreationTime=time_, SeriesTime=time_, ContentTime=time_,
+    )  # fmt: skip
+    if "Modality" not in ds:
+        _put(ds, Modality="OT")
     if source[0] and source[1]:
         item = Dataset()
         item.ReferencedSOPClassUID = source[0]
         item.ReferencedSOPInstanceUID = source[1]
-        ds.SourceImageSequence = Sequence([item])
+        _put(ds, SourceImageSequence=Sequence([item]))
     if sop_class in _DX_PRESENTATION:  # DX requires an explicit (here identity) rescale
-        ds.PresentationIntentType = "FOR PRESENTATION"
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
-        ds.PresentationLUTShape = "IDENTITY"
+        _put(ds, PresentationIntentType="FOR PRESENTATION", RescaleIntercept=0, RescaleSlope=1,
+             RescaleType="US", PresentationLUTShape="IDENTITY")
 
 
 def _set_pixels(ds: Dataset, stored: np.ndarray) -> None:
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    # A full-range linear window is the identity, so viewers show exactly what was written.
-    ds.WindowCenter, ds.WindowWidth = 32768, 65536
-    ds.PixelData = stored.tobytes()
+    _put(
+        ds,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME2",
+        Rows=int(stored.shape[0]),
+        Columns=int(stored.shape[1]),
+        BitsAllocated=16, BitsStored=16, HighBit=15, PixelRepresentation=0,
+        # A full-range linear window is the identity, so viewers show exactly what was written.
+        WindowCenter=32768, WindowWidth=65536,
+        PixelData=stored.tobytes(),
+    )  # fmt: skip
     ds["PixelData"].VR = "OW"
 
 

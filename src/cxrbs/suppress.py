@@ -21,7 +21,7 @@ import pandas as pd
 from skimage.transform import resize
 from tqdm import tqdm
 
-from cxrbs.atomic import atomic_path, write_csv
+from cxrbs.atomic import atomic_path, open_memmap, write_csv
 from cxrbs.datasets import load_stack, read_manifest
 from cxrbs.errors import CxrbsError
 from cxrbs.io import DICOM_SUFFIXES, SUPPORTED_SUFFIXES, read_image, write_dicom_derived, write_png
@@ -46,8 +46,7 @@ def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, o
     n = stack.shape[0]
     png_paths = []
     with atomic_path(out_stack) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16,
-                                        shape=(n, 1, *stack.shape[2:]))
+        out = open_memmap(tmp, np.uint16, (n, 1, *stack.shape[2:]))
         for start in tqdm(range(0, n, batch_size), desc=f"suppress {out_stack.parent.name}",
                           disable=not progress, unit="batch"):
             batch = from_uint16(np.asarray(stack[start:start + batch_size, 0]))

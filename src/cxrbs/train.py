@@ -87,7 +87,28 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    def _check_types(self) -> None:
+        """YAML and the CLI hand over strings and floats; name the key before anything trains."""
+        ints = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience", "lr_patience",
+                "seed")
+        optional_ints = ("crop_size", "steps_per_epoch", "threads")
+        floats = ("lr", "lr_factor", "min_lr", "mae_weight", "msssim_weight")
+        for key in ints + optional_ints:
+            value = getattr(self, key)
+            if value is None and key in optional_ints:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CxrbsError(f"training setting {key} must be an integer, got {value!r}")
+        for key in floats:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CxrbsError(f"training setting {key} must be a number, got {value!r}")
+        if not isinstance(self.channels_last, bool):
+            raise CxrbsError(f"training setting channels_last must be true or false, "
+                             f"got {self.channels_last!r}")
+
     def validate(self) -> None:
+        self._check_types()
         positive = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience")
         for key in positive:
             if int(getattr(self, key)) < 1:
