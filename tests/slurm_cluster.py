@@ -7,7 +7,8 @@ foreground as children of the test process and are stopped by their own process 
 
 Two partitions, ``cpu`` and ``gpu``, match the names in profiles/slurm/config.yaml, and the node
 declares GPU GRES backed by /dev/null and /dev/zero, so ``sbatch --gpus=1`` is scheduled for
-real (nothing uses them: torch here is a CPU build). Memory is not a consumable resource (``CR_Core``).
+real (nothing uses them: torch here is a CPU build). Memory is not a consumable resource
+(``CR_Core``), so the declared node memory only has to admit what jobs ask for.
 """
 
 from __future__ import annotations
@@ -83,13 +84,10 @@ class SlurmCluster:
                               timeout=timeout, check=False)
 
     def node_state(self) -> str:
+        """The node's state as sinfo says it ("idle", "drained", ...), "" while unreachable."""
         result = self.run("sinfo", "--noheader", "--Node", "--format=%T")
-        return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-
-    def job_ids(self) -> list[str]:
-        """Ids of every job slurmctld still remembers (finished ones stay for MinJobAge)."""
-        result = self.run("squeue", "--noheader", "--states=all", "--format=%i")
-        return result.stdout.split()
+        lines = result.stdout.split() if result.returncode == 0 else []
+        return lines[0] if lines else ""
 
 
 def slurm_conf(root: Path, node: str, ports: list[int], cpus: int, memory_mb: int,
@@ -130,7 +128,8 @@ def slurm_conf(root: Path, node: str, ports: list[int], cpus: int, memory_mb: in
         "MinJobAge=3600",
         "SchedulerType=sched/backfill",
         *(["GresTypes=gpu"] if gpus else []),
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb}{gres} State=UNKNOWN",
+        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb}{gres}"
+        " State=UNKNOWN",
         *(f"PartitionName={name} Nodes={node} MaxTime=INFINITE State=UP"
           + (" Default=YES" if i == 0 else "") for i, name in enumerate(PARTITIONS)),
     ]
@@ -238,10 +237,12 @@ def slurm_cluster(root: Path, cpus: int = 2, memory_mb: int | None = None, gpus:
     munge_dir = root / "munge"
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        # --force: munged refuses socket folders below the 0700 folders pytest makes otherwise
         procs.append(start_daemon(
-            [str(program("munged")), "--foreground", "--force", f"--key-file={munge_dir / 'munge.key'}",
-             f"--socket={munge_dir / 'munge.socket'}", f"--pid-file={munge_dir / 'munged.pid'}",
-             f"--seed-file={munge_dir / 'munged.seed'}", "--num-threads=2"],
+            [str(program("munged")), "--foreground", "--force",
+             f"--key-file={munge_dir / 'munge.key'}", f"--socket={munge_dir / 'munge.socket'}",
+             f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'munged.seed'}",
+             "--num-threads=2"],
             root / "log" / "munged.out", env))
         wait_for_path(munge_dir / "munge.socket", procs[0], timeout)
         procs.append(start_daemon([str(program("slurmctld")), "-D", "-f", str(cluster.conf)],
