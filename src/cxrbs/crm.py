@@ -153,7 +153,7 @@ def crm_raw(model: nn.Module, x: Tensor, score: str = "logit") -> np.ndarray:
     return crm.cpu().numpy().astype(np.float64)
 
 
-def _resize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float64))[None, None]
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
@@ -180,7 +180,7 @@ def class_selective_relevance_map(
     """
     raw = crm_raw(model, x, score)
     size = tuple(out_size) if out_size is not None else (int(x.shape[-2]), int(x.shape[-1]))
-    crm = _normalise_max(_resize(raw, size))
+    crm = _normalise_max(resize_image(raw, size))
     crm[crm < threshold] = 0.0
     return crm
 
@@ -207,7 +207,7 @@ def grad_cam_raw(model: nn.Module, x: Tensor, target_class: int) -> np.ndarray:
 def grad_cam(model: nn.Module, x: Tensor, target_class: int) -> np.ndarray:
     """Grad-CAM scaled to [0, 1] (divided by its max) and upsampled bilinearly to the input size."""
     raw = grad_cam_raw(model, x, target_class)
-    return _normalise_max(_resize(raw, (int(x.shape[-2]), int(x.shape[-1]))))
+    return _normalise_max(resize_image(raw, (int(x.shape[-2]), int(x.shape[-1]))))
 
 
 # ---------------------------------------------------------------------------------------------

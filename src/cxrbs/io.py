@@ -97,6 +97,12 @@ def _as_path(path: PathArg) -> Path:
     return Path(os.fsdecode(path))
 
 
+def is_dicom(path: PathArg) -> bool:
+    """By suffix or by the 'DICM' marker: DICOM files are often named by UID, without a suffix."""
+    path = _as_path(path)
+    return path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_marker(path)
+
+
 def _has_dicom_marker(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:

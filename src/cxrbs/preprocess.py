@@ -98,7 +98,7 @@ def check_options(size: int, low_pct: float = 1.0, high_pct: float = 99.0) -> in
     return _check_size(size)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize that low-pass filters first when shrinking, to avoid aliasing rib edges."""
     shrinking = img.shape[0] > size or img.shape[1] > size
     return resize(
@@ -140,7 +140,7 @@ def preprocess(
     size = _check_size(size)
     _check_pcts(low_pct, high_pct)
     (gray,) = _tame(_as_gray_float(img))
-    small = _resize(gray, size)
+    small = resize_image(gray, size)
     lo, hi = stretch_limits(small, low_pct, high_pct)
     return apply_stretch(small, lo, hi)
 
@@ -175,7 +175,7 @@ def preprocess_pair(
             f"is {tgt.shape[0]}x{tgt.shape[1]}; both images of a pair must have the same size"
         )
     src, tgt = _tame(src, tgt)
-    src_small, tgt_small = _resize(src, size), _resize(tgt, size)
+    src_small, tgt_small = resize_image(src, size), resize_image(tgt, size)
     src_lim = stretch_limits(src_small, low_pct, high_pct)
     tgt_lim = src_lim if mode == "shared" else stretch_limits(tgt_small, low_pct, high_pct)
     return apply_stretch(src_small, *src_lim), apply_stretch(tgt_small, *tgt_lim)
@@ -196,7 +196,7 @@ def resize_images(images: np.ndarray, size: int | None) -> np.ndarray:
     if size is None or arr.shape[1:] == (size, size):
         return arr
     size = _check_size(size)
-    return np.stack([np.clip(_resize(img, size), 0.0, 1.0) for img in arr]).astype(np.float32)
+    return np.stack([np.clip(resize_image(img, size), 0.0, 1.0) for img in arr]).astype(np.float32)
 
 
 def to_uint16(img01: np.ndarray) -> np.ndarray:

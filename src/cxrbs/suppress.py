@@ -24,8 +24,8 @@ from tqdm import tqdm
 from cxrbs.atomic import atomic_path, open_memmap, write_csv
 from cxrbs.datasets import load_stack, read_manifest
 from cxrbs.errors import CxrbsError
-from cxrbs.io import DICOM_SUFFIXES, SUPPORTED_SUFFIXES, read_image, write_dicom_derived, write_png
-from cxrbs.preprocess import _resize, apply_stretch, from_uint16, stretch_limits, to_uint16
+from cxrbs.io import SUPPORTED_SUFFIXES, is_dicom, read_image, write_dicom_derived, write_png
+from cxrbs.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
 from cxrbs.train import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
                 if p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(item).parts)
                 and (p.suffix.lower() in SUPPORTED_SUFFIXES
-                     or (p.suffix.lower() not in _NOT_IMAGES and _is_dicom(p)))
+                     or (p.suffix.lower() not in _NOT_IMAGES and is_dicom(p)))
             )
         elif item.exists():
             yield item
@@ -126,7 +126,7 @@ def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
 def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: float = 1.0,
                    high_pct: float = 99.0, full_resolution: bool = True) -> np.ndarray:
     """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path."""
-    small = _resize(image.astype(np.float64), size)
+    small = resize_image(image.astype(np.float64), size)
     lo, hi = stretch_limits(small, low_pct, high_pct)
     x = apply_stretch(small, lo, hi)
     pred = predict_images(model, x[None], batch_size=1)[0]
@@ -135,18 +135,6 @@ def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: floa
     bone_small = (x - pred) * (hi - lo)  # back on the original intensity scale
     bone = resize(bone_small, image.shape, order=1, preserve_range=True, anti_aliasing=False)
     return np.clip(image - bone, 0.0, 1.0).astype(np.float32)
-
-
-def _is_dicom(path: Path) -> bool:
-    """By suffix or by the 'DICM' marker: DICOM files are often named by UID, without a suffix."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def _stem(path: Path) -> str:
@@ -198,7 +186,7 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     written = []
     for path, target in tqdm(plan, desc="suppress", disable=not progress, unit="img"):
         try:
-            if fmt == "dicom" and not _is_dicom(path):
+            if fmt == "dicom" and not is_dicom(path):
                 raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
                                  "and study tags from; use --format png for this file")
             result = suppress_image(model, read_image(path), size=size,
