@@ -338,11 +338,27 @@ def floor_warnings(metrics: pd.DataFrame) -> list[str]:
     return out
 
 
+def _init_note(results: Path) -> str:
+    """Say how the classifier started: ImageNet weights change what every number below means."""
+    summary = results / "cls" / "pretrain" / "train_summary.json"
+    if not summary.is_file():
+        return _note("classifier initialisation unknown (no results/cls/pretrain/train_summary.json)")
+    info = json.loads(summary.read_text(encoding="utf-8"))
+    init = str(info.get("init", "unknown"))
+    model = str(info.get("model_name", "?"))
+    if init == "random":
+        text = (f"Classifier {model} was pretrained from random initialisation: no ImageNet "
+                "weights were given (cls.weights), unlike the study.")
+        return _warning(text) if model.startswith("vgg") else f"<p>{_esc(text)}</p>"
+    return f"<p>{_esc(f'Classifier {model} initialised from {init}.')}</p>"
+
+
 def _cls_section(results: Path) -> str:
     metrics = _read_csv(results / "cls" / "metrics.csv", dtype={"fold": str})
     if metrics is None or metrics.empty:
         return _note("no classification metrics (results/cls/metrics.csv)")
-    parts = ["<p>Pooled out-of-fold predictions (pretraining: its validation split), value "
+    parts = [_init_note(results)]
+    parts += ["<p>Pooled out-of-fold predictions (pretraining: its validation split), value "
              "[95% CI]. <i>deep</i> is the CNN, <i>hog_floor</i> HOG features + logistic "
              "regression on the same splits.</p>",
              table_html(cls_metrics_table(metrics, ["pooled", "val"]))]

@@ -12,6 +12,7 @@ rule pretrain_cls:
         model="results/cls/pretrain/model.pt",
         history="results/cls/pretrain/history.csv",
         predictions="results/cls/pretrain/predictions.csv",
+        summary="results/cls/pretrain/train_summary.json",
     params:
         model=config["cls"]["model"],
         model_kwargs=config["cls"]["model_kwargs"],

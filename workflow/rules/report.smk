@@ -70,6 +70,7 @@ rule report:
         bs_best="results/bs/best.json",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",
+        pretrain_summary="results/cls/pretrain/train_summary.json",
         manifests=expand("results/data/{imageset}/manifest.csv", imageset=IMAGE_SETS),
         folds=expand("results/data/{tbset}/folds.csv", tbset=TB_SETS),
         sources=expand("resources/{imageset}/source.json", imageset=IMAGE_SETS),
