@@ -27,14 +27,7 @@ import pytest
 import yaml
 from slurm_cluster import SlurmCluster, machine_memory_mb, missing_requirements, slurm_cluster
 
-# The local demo run to compare with is test_workflow's session fixture, requested by name in the
-# test. An imported fixture is registered again for this module, so a whole-suite session runs
-# the demo twice; once demo_run lives in conftest.py the import fails and both share one run.
-try:
-    from test_workflow import demo_run  # noqa: F401
-except ImportError:
-    pass
-
+# The local demo run to compare with is the session fixture demo_run in conftest.py.
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 LOCAL_PROFILE = ROOT / "profiles" / "local" / "config.yaml"

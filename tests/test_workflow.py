@@ -92,15 +92,6 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, ke
     assert not (tmp_path / "results").exists()
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The complete demo DAG, once (a few minutes on 2 cores)."""
-    workdir = tmp_path_factory.mktemp("demo")
-    result = snakemake("--cores", "2", "--configfile", str(DEMO), workdir=workdir)
-    assert result.returncode == 0, output(result)[-5000:]
-    return workdir
-
-
 @pytest.mark.slow
 def test_demo_produces_every_stage(demo_run: Path) -> None:
     for rel in ["results/bs/eval/summary.csv", "results/bs/best.json",
