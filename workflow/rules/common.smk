@@ -14,6 +14,20 @@ except CxrbsError as exc:
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+def canonical(obj):
+    """Keys sorted at every level: params compare equal however the YAML file orders them."""
+    if isinstance(obj, dict):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(item) for item in obj]
+    return obj
+
+
+_canonical_config = canonical(config)
+config.clear()
+config.update(_canonical_config)
+
+
 # A `gpu` limit given on a workstation (--resources gpu=1) must not serialise a cluster run.
 resource_scopes:
     gpu="local",
