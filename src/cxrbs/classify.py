@@ -36,7 +36,7 @@ from cxrbs.device import (
 from cxrbs.errors import CxrbsError
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
 from cxrbs.preprocess import from_uint16
-from cxrbs.splits import patient_split
+from cxrbs.splits import check_val_mask, patient_split
 
 __all__ = [
     "ClsTrainConfig",
@@ -363,19 +363,7 @@ def _validation_mask(
 ) -> np.ndarray:
     if val_mask is None:
         return patient_split(ids, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=y)
-    mask = np.asarray(val_mask)
-    if mask.shape != ids.shape or mask.dtype != bool or mask.all() or not mask.any():
-        raise CxrbsError(
-            f"val_mask must be a boolean array with one entry per image ({ids.size}) and images "
-            f"on both sides; got shape {mask.shape}, dtype {mask.dtype}"
-        )
-    shared = np.intersect1d(ids[mask], ids[~mask])
-    if shared.size:
-        raise CxrbsError(
-            f"val_mask puts patient(s) {shared[:5].tolist()} in both training and validation: "
-            "split by patient (cxrbs.splits)"
-        )
-    return mask
+    return check_val_mask(val_mask, ids)
 
 
 def _build_model(

@@ -26,7 +26,7 @@ from cxrbs.atomic import atomic_path
 from cxrbs.cls_metrics import binary_metrics
 from cxrbs.errors import CxrbsError
 from cxrbs.preprocess import from_uint16
-from cxrbs.splits import patient_split
+from cxrbs.splits import check_val_mask, patient_split
 
 __all__ = ["HogFloor", "hog_features", "train_hog_floor"]
 
@@ -218,17 +218,7 @@ def train_hog_floor(
     if val_mask is None:
         val = patient_split(ids, val_fraction=val_fraction, seed=seed, labels=y)
     else:
-        val = np.asarray(val_mask, dtype=bool)
-        if val.shape != y.shape or val.all() or not val.any():
-            raise CxrbsError(
-                f"val_mask must have one boolean per image ({y.size}) with images on both sides"
-            )
-        shared = np.intersect1d(ids[val], ids[~val])
-        if shared.size:
-            raise CxrbsError(
-                f"val_mask puts patient(s) {shared[:5].tolist()} in both training and "
-                "validation: split by patient (cxrbs.splits)"
-            )
+        val = check_val_mask(np.asarray(val_mask, dtype=bool), ids)
     floor = HogFloor(C=C, size=size)
     x = floor.features(images)
     floor.fit_features(x[~val], y[~val], seed)

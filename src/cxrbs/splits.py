@@ -122,3 +122,25 @@ def patient_kfold(
             f"{np.flatnonzero(counts == 0).tolist()} empty: lower k"
         )
     return folds
+
+
+def check_val_mask(val_mask: Any, patient_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """A caller's validation mask, checked: one bool per image, both sides used, no patient on both.
+
+    The deep model and the HOG floor must be scored on the same patients, so both take a mask
+    made once by ``patient_split`` and both refuse one that would leak a patient.
+    """
+    ids = np.asarray(patient_ids)
+    mask = np.asarray(val_mask)
+    if mask.shape != ids.shape or mask.dtype != bool or mask.all() or not mask.any():
+        raise CxrbsError(
+            f"val_mask must be a boolean array with one entry per image ({ids.size}) and images "
+            f"on both sides; got shape {mask.shape}, dtype {mask.dtype}"
+        )
+    shared = np.intersect1d(ids[mask], ids[~mask])
+    if shared.size:
+        raise CxrbsError(
+            f"val_mask puts patient(s) {shared[:5].tolist()} in both training and validation: "
+            "split by patient (cxrbs.splits)"
+        )
+    return mask
