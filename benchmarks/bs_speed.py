@@ -14,11 +14,11 @@ import time
 import numpy as np
 import torch
 
-from cxrbs.device import autocast_context, select_device
-from cxrbs.losses import CombinedLoss
-from cxrbs.metrics import psnr
+from cxrbs.core.device import autocast_context, select_device
+from cxrbs.bs.losses import CombinedLoss
+from cxrbs.bs.metrics import psnr
 from cxrbs.models import create_model, list_models
-from cxrbs.phantoms import make_phantom
+from cxrbs.data.phantoms import make_phantom
 
 MODES = {"fp32 eager": ("none", False, False), "bf16 + channels_last": ("bf16", True, False),
          "bf16 + channels_last + compile": ("bf16", True, True)}

@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cxrbs.device import autocast_context, select_device
+from cxrbs.core.device import autocast_context, select_device
 from cxrbs.models import create_model
 
 MODES = {"fp32 eager": ("none", False), "bf16 + channels_last": ("bf16", True)}

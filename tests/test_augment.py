@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrbs.augment import AugmentConfig, augment_pairs, split_then_augment
-from cxrbs.errors import CxrbsError
+from cxrbs.bs.augment import AugmentConfig, augment_pairs, split_then_augment
+from cxrbs.core.errors import CxrbsError
 
 GEOMETRY_ONLY = AugmentConfig(filter_prob=0.0)
 

@@ -28,14 +28,15 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxrbs import atomic, cli
-from cxrbs.datasets import build_stack, load_stack
-from cxrbs.errors import CxrbsError
-from cxrbs.io import read_image
-from cxrbs.manifests import build_manifest
+from cxrbs import cli
+from cxrbs.core import atomic
+from cxrbs.data.stacks import build_stack, load_stack
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.io import read_image
+from cxrbs.data.manifests import build_manifest
 from cxrbs.models import create_model
-from cxrbs.preprocess import PAIR_MODES, preprocess, preprocess_pair
-from cxrbs.train import TrainConfig
+from cxrbs.data.preprocess import PAIR_MODES, preprocess, preprocess_pair
+from cxrbs.bs.train import TrainConfig
 
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "RG1_UNCR.dcm"
 CXRBS = [sys.executable, "-c", "import sys; from cxrbs.cli import main; sys.exit(main())"]
@@ -231,8 +232,8 @@ MEASURE_REFUSAL = """
 import resource, sys, time
 from pathlib import Path
 from PIL import Image
-from cxrbs.errors import CxrbsError
-from cxrbs.io import read_image
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.io import read_image
 
 def peak():
     # Linux keeps ru_maxrss across exec (the parent's size would hide ours); VmHWM is this
@@ -505,7 +506,7 @@ def test_wrong_config_type_is_named_before_any_image_is_read(
 ) -> None:
     manifest = build_manifest(paired_folder(tmp_path), "paired")
     reads: list[object] = []
-    monkeypatch.setattr("cxrbs.datasets.read_image", lambda p, **kw: reads.append(p))
+    monkeypatch.setattr("cxrbs.data.stacks.read_image", lambda p, **kw: reads.append(p))
     kwargs: dict[str, object] = {"size": MODEL_SIZE, option: value}
     with pytest.raises(CxrbsError, match=key):
         build_stack(manifest, results / "data" / "pairs" / "images.npy", progress=False,

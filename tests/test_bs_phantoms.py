@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrbs.metrics import evaluate_pairs
-from cxrbs.phantoms import make_phantom
-from cxrbs.preprocess import preprocess_pair
-from cxrbs.train import TrainConfig, load_bs_model, predict_images, train_bs
+from cxrbs.bs.metrics import evaluate_pairs
+from cxrbs.data.phantoms import make_phantom
+from cxrbs.data.preprocess import preprocess_pair
+from cxrbs.bs.train import TrainConfig, load_bs_model, predict_images, train_bs
 
 
 def phantom_pairs(n: int, seed: int, size: int = 64) -> np.ndarray:

@@ -19,16 +19,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from cxrbs.classify import (
+from cxrbs.cls.train import (
     ClsTrainConfig,
     augment_batch,
     load_classifier,
     predict_proba,
     train_classifier,
 )
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 from cxrbs.models import create_model, registry
-from cxrbs.preprocess import to_uint16
+from cxrbs.data.preprocess import to_uint16
 
 MODEL = "small_cnn"
 KWARGS: dict[str, Any] = {"widths": [4, 8, 8, 8]}
@@ -120,7 +120,7 @@ def test_same_seed_gives_identical_weights_and_warns_about_random_init(
     imgs, y, ids = data
     states = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        with caplog.at_level(logging.WARNING, logger="cxrbs.classify"):
+        with caplog.at_level(logging.WARNING, logger="cxrbs.cls.train"):
             train_classifier(MODEL, KWARGS, imgs, y, ids, config(epochs=2, seed=seed),
                              tmp_path / name, progress=False)  # fmt: skip
         states.append(torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"])

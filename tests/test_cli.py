@@ -1,4 +1,4 @@
-"""Tests for the ``cxrbs`` console script (and cxrbs.suppress, which it drives).
+"""Tests for the ``cxrbs`` console script (and cxrbs.bs.suppress, which it drives).
 
 Most commands run in-process through ``cxrbs.cli.main`` (torch is imported once); the checks that
 are about the process itself (exit status, one stderr line, no traceback) run the installed
@@ -23,7 +23,7 @@ from PIL import Image
 
 from cxrbs import __version__
 from cxrbs.cli import _parse_value, main
-from cxrbs.io import read_image, write_png
+from cxrbs.data.io import read_image, write_png
 
 CXRBS = Path(sys.executable).parent / "cxrbs"
 SUBCOMMANDS = {
@@ -329,7 +329,7 @@ def test_suppress_uses_workflow_choice(bs_model: Path, pairs_dir: Path, tmp_path
 
 def test_full_resolution_identity_model_returns_the_input() -> None:
     """A model that changes nothing must give back the original pixels at full resolution."""
-    from cxrbs.suppress import suppress_image
+    from cxrbs.bs.suppress import suppress_image
 
     class Identity(torch.nn.Module):
         def __init__(self) -> None:
@@ -357,7 +357,7 @@ def test_train_cls_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--model-arg", "widths=4,8,8,8", "--epochs", "3", "--size", "32", "--batch-size", "4",
             "--optimizer", "sgd", "--lr", "0.1", "--val-fraction", "0.3", "--threads", "1",
             "--device", "cpu"]
-    # On 16 images the classifier's collapse guard (cxrbs.classify) may refuse a seed's model;
+    # On 16 images the classifier's collapse guard (cxrbs.cls.train) may refuse a seed's model;
     # that refusal is the guard working, so try the next seed, but nothing else.
     for seed in ("0", "1", "2", "3"):
         rc = main([*base, "--seed", seed])

@@ -10,14 +10,14 @@ import pytest
 from sklearn.metrics import matthews_corrcoef, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cxrbs.cls_metrics import (
+from cxrbs.cls.metrics import (
     METRICS,
     _weighted_metrics,
     binary_metrics,
     metrics_with_ci,
     threshold_predictions,
 )
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 P = np.array([0.1, 0.6, 0.3, 0.8, 0.4, 0.9, 0.7, 0.2])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxrbs.crm import (
+from cxrbs.explain.crm import (
     class_selective_relevance_map,
     crm_bruteforce,
     crm_raw,
@@ -19,7 +19,7 @@ from cxrbs.crm import (
     overlay,
     read_boxes_csv,
 )
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 
 
 class TinyNet(nn.Module):

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrbs.download import fetch_url, materialize_source, safe_extract, sha256_file
-from cxrbs.errors import CxrbsError
+from cxrbs.data.download import fetch_url, materialize_source, safe_extract, sha256_file
+from cxrbs.core.errors import CxrbsError
 
 TB_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tb-sample"
 

@@ -28,15 +28,16 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import cxrbs.bs_data as bs_data_mod
-import cxrbs.datasets as datasets_mod
-from cxrbs import atomic, io
-from cxrbs.bs_data import prepare_pairs
-from cxrbs.datasets import build_stack, load_stack
-from cxrbs.errors import CxrbsError
-from cxrbs.manifests import build_manifest
-from cxrbs.phantoms import make_phantom
-from cxrbs.train import HISTORY_COLUMNS, TrainConfig, train_bs
+import cxrbs.bs.pairs as bs_data_mod
+import cxrbs.data.stacks as datasets_mod
+from cxrbs.core import atomic
+from cxrbs.data import io
+from cxrbs.bs.pairs import prepare_pairs
+from cxrbs.data.stacks import build_stack, load_stack
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.manifests import build_manifest
+from cxrbs.data.phantoms import make_phantom
+from cxrbs.bs.train import HISTORY_COLUMNS, TrainConfig, train_bs
 
 EPOCHS = 6
 STEPS = 16  # about 0.5 s per epoch on one CPU thread at 48 px
@@ -46,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from cxrbs.train import TrainConfig, train_bs
+from cxrbs.bs.train import TrainConfig, train_bs
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
 data, out, epochs, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cfg = TrainConfig(epochs=epochs, batch_size=4, steps_per_epoch=steps, lr=2e-3, lr_patience=1,
@@ -195,7 +196,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(
 
 CHILD_KILLED_MID_WRITE = """
 import os, signal, sys
-from cxrbs import atomic
+from cxrbs.core import atomic
 with atomic.atomic_path(sys.argv[1]) as tmp:
     with open(tmp, "wb") as fh:
         fh.write(b"the first half of a new checkpoint")
@@ -235,7 +236,7 @@ def test_sigkill_mid_write_keeps_old_file_and_next_job_clears_the_temporary(
 CHILD_KILLED_MID_STACK = """
 import os, signal, sys
 import pandas as pd
-import cxrbs.datasets as ds
+import cxrbs.data.stacks as ds
 real, calls = ds.read_image, []
 def dying_read(path, **kw):
     calls.append(path)

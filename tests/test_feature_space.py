@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cxrbs.errors import CxrbsError
-from cxrbs.feature_space import cluster_scores, extract_features, tsne_embedding
+from cxrbs.core.errors import CxrbsError
+from cxrbs.explain.feature_space import cluster_scores, extract_features, tsne_embedding
 
 
 class TinyNet(nn.Module):

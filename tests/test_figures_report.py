@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrbs.atomic import save_npy, save_torch, write_csv, write_json
-from cxrbs.bs_eval import select_best, summarize_evaluations
-from cxrbs.cls_pipeline import compare, evaluate
-from cxrbs.crm import class_selective_relevance_map, mass_inside_boxes
-from cxrbs.figures import (
+from cxrbs.core.atomic import save_npy, save_torch, write_csv, write_json
+from cxrbs.bs.evaluate import select_best, summarize_evaluations
+from cxrbs.cls.pipeline import compare, evaluate
+from cxrbs.explain.crm import class_selective_relevance_map, mass_inside_boxes
+from cxrbs.report.figures import (
     example_indices,
     make_all_figures,
     plot_bs_examples,
@@ -32,11 +32,11 @@ from cxrbs.figures import (
     plot_tsne,
     select_crm_cases,
 )
-from cxrbs.io import write_png
+from cxrbs.data.io import write_png
 from cxrbs.models import create_model
-from cxrbs.preprocess import to_uint16
-from cxrbs.report import bs_summary_table, build_report, format_number, software_versions
-from cxrbs.stats import TEST_DELONG, TEST_MCNEMAR
+from cxrbs.data.preprocess import to_uint16
+from cxrbs.report.html import bs_summary_table, build_report, format_number, software_versions
+from cxrbs.cls.stats import TEST_DELONG, TEST_MCNEMAR
 
 S = 32  # stack side
 ORIG_W, ORIG_H = 64, 48  # original image size: boxes are given in these pixels
@@ -231,9 +231,9 @@ def test_make_all_figures_draws_every_part(tree: dict[str, Any]) -> None:
 
 
 def test_feature_space_table_matches_an_independent_computation(tree: dict[str, Any]) -> None:
-    from cxrbs.classify import load_classifier
-    from cxrbs.feature_space import cluster_scores, extract_features
-    from cxrbs.preprocess import from_uint16
+    from cxrbs.cls.train import load_classifier
+    from cxrbs.explain.feature_space import cluster_scores, extract_features
+    from cxrbs.data.preprocess import from_uint16
 
     results = tree["results"]
     table = pd.read_csv(results / "cls" / "feature_space.csv")
@@ -249,8 +249,8 @@ def test_feature_space_table_matches_an_independent_computation(tree: dict[str, 
 
 
 def test_crm_boxes_scaled_from_original_pixels(tree: dict[str, Any]) -> None:
-    from cxrbs.classify import load_classifier
-    from cxrbs.preprocess import from_uint16
+    from cxrbs.cls.train import load_classifier
+    from cxrbs.data.preprocess import from_uint16
 
     results = tree["results"]
     boxes = pd.read_csv(results / "cls" / "crm_boxes.csv")

@@ -32,8 +32,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxrbs.errors import CxrbsError
-from cxrbs.io import image_info, read_image, write_dicom_derived
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.io import image_info, read_image, write_dicom_derived
 
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "RG1_UNCR.dcm"
 N_MUTANTS = 300
@@ -204,8 +204,8 @@ def _atheris_main() -> None:
     import atheris
 
     with atheris.instrument_imports():
-        import cxrbs.io as cio
-        from cxrbs.errors import CxrbsError as Refused
+        import cxrbs.data.io as cio
+        from cxrbs.core.errors import CxrbsError as Refused
 
     warnings.simplefilter("ignore")
     fd, name = tempfile.mkstemp(suffix=".dcm")

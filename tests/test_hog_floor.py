@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrbs.errors import CxrbsError
-from cxrbs.hog_floor import HogFloor, hog_features, train_hog_floor
-from cxrbs.preprocess import from_uint16, to_uint16
-from cxrbs.splits import patient_split
+from cxrbs.core.errors import CxrbsError
+from cxrbs.cls.hog_floor import HogFloor, hog_features, train_hog_floor
+from cxrbs.data.preprocess import from_uint16, to_uint16
+from cxrbs.data.splits import patient_split
 
 
 def blob_data(n_patients: int = 24, per_patient: int = 2, size: int = 32, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Tests for cxrbs.io: real DICOM/PNG decoding, round trips, and every refusal path."""
+"""Tests for cxrbs.data.io: real DICOM/PNG decoding, round trips, and every refusal path."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from cxrbs import io
-from cxrbs.errors import CxrbsError
+from cxrbs.data import io
+from cxrbs.core.errors import CxrbsError
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"

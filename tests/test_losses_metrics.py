@@ -12,9 +12,9 @@ import torch
 from pytorch_msssim import ms_ssim as library_ms_ssim
 from scipy import stats
 
-from cxrbs import losses, metrics
-from cxrbs.errors import CxrbsError
-from cxrbs.losses import STANDARD_WEIGHTS, CombinedLoss, msssim, msssim_settings
+from cxrbs.bs import losses, metrics
+from cxrbs.core.errors import CxrbsError
+from cxrbs.bs.losses import STANDARD_WEIGHTS, CombinedLoss, msssim, msssim_settings
 
 
 def _smooth_image(side: int, seed: int) -> np.ndarray:

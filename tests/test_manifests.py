@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrbs.datasets import build_stack, load_stack
-from cxrbs.errors import CxrbsError
-from cxrbs.io import write_png
-from cxrbs.manifests import build_manifest
-from cxrbs.phantoms import write_layout
+from cxrbs.data.stacks import build_stack, load_stack
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.io import write_png
+from cxrbs.data.manifests import build_manifest
+from cxrbs.data.phantoms import write_layout
 
 
 def test_real_bse_jsrt_pairs(shared_data: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
 
 BS_MODELS = ["ae_bs", "convnet_bs", "resnet_bs", "rl_bs"]

@@ -10,8 +10,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from cxrbs.errors import CxrbsError
-from cxrbs.phantoms import PHANTOM_KINDS, Phantom, make_phantom, write_layout
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.phantoms import PHANTOM_KINDS, Phantom, make_phantom, write_layout
 
 SIZE = 96
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cxrbs.errors import CxrbsError
-from cxrbs.preprocess import (
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.preprocess import (
     apply_stretch,
     from_uint16,
     preprocess,

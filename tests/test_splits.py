@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrbs.errors import CxrbsError
-from cxrbs.splits import patient_kfold, patient_split
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.splits import patient_kfold, patient_split
 
 
 def _cohort(n_patients: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from cxrbs.errors import CxrbsError
-from cxrbs.stats import (
+from cxrbs.core.errors import CxrbsError
+from cxrbs.cls.stats import (
     compare_variants,
     delong_auc_ci,
     delong_auc_variance,

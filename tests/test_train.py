@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-import cxrbs.train as train_mod
-from cxrbs.device import autocast_context, configure_threads, environment_info, select_device
-from cxrbs.errors import CxrbsError
-from cxrbs.losses import CombinedLoss, msssim_settings
-from cxrbs.metrics import evaluate_pairs
-from cxrbs.train import HISTORY_COLUMNS, TrainConfig, load_bs_model, predict_images, train_bs
+import cxrbs.bs.train as train_mod
+from cxrbs.core.device import autocast_context, configure_threads, environment_info, select_device
+from cxrbs.core.errors import CxrbsError
+from cxrbs.bs.losses import CombinedLoss, msssim_settings
+from cxrbs.bs.metrics import evaluate_pairs
+from cxrbs.bs.train import HISTORY_COLUMNS, TrainConfig, load_bs_model, predict_images, train_bs
 
 MODEL = "resnet_bs"
 KWARGS = {"width": 8, "n_blocks": 2, "output": "residual"}
@@ -119,7 +119,7 @@ def test_resume_after_kill_reproduces_uninterrupted_run(
 
     monkeypatch.setattr(train_mod, "_train_epoch", spy)
     computed.clear()
-    with caplog.at_level(logging.INFO, logger="cxrbs.train"):
+    with caplog.at_level(logging.INFO, logger="cxrbs.bs.train"):
         summary = train_bs(MODEL, KWARGS, tr, va, c, tmp_path / "b", progress=False)
     assert computed == [5, 6]
     assert "resuming from epoch 4" in caplog.text
@@ -142,7 +142,7 @@ def test_resume_after_kill_reproduces_uninterrupted_run(
 def test_changed_settings_start_fresh(data, tmp_path, caplog) -> None:
     tr, va, _ = data
     train_bs(MODEL, KWARGS, tr, va, cfg(epochs=2), tmp_path, progress=False)
-    with caplog.at_level(logging.INFO, logger="cxrbs.train"):
+    with caplog.at_level(logging.INFO, logger="cxrbs.bs.train"):
         train_bs(MODEL, KWARGS, tr, va, cfg(epochs=1, lr=1e-3), tmp_path, progress=False)
     assert "not resuming" in caplog.text and "config.lr: 0.002 -> 0.001" in caplog.text
     hist = pd.read_csv(tmp_path / "history.csv")

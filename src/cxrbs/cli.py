@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from cxrbs import __version__
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 
 log = logging.getLogger("cxrbs")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-PHANTOM_KINDS = ("pairs", "des", "shenzhen", "montgomery", "cxr8")  # = cxrbs.phantoms.PHANTOM_KINDS
+PHANTOM_KINDS = ("pairs", "des", "shenzhen", "montgomery", "cxr8")  # = cxrbs.data.phantoms.PHANTOM_KINDS
 BS_ARCHS = ("resnet_bs", "ae_bs", "convnet_bs", "rl_bs")
 CLS_MODELS = ("vgg16", "vgg16_bn", "small_cnn")
 #: Model arguments the study's config (config/config.yaml, bs.architectures) sets per architecture.
@@ -127,9 +127,9 @@ def _dataset_names(folders: Sequence[Path]) -> list[str]:
 def _prepare_sets(folders: Sequence[Path], data_dir: Path, *, layout: str, size: int,
                   progress: bool, **options: Any) -> list[tuple[str, Path, Path]]:
     """Manifest + preprocessed stack per folder, as the workflow's data stage builds them."""
-    from cxrbs.atomic import write_csv
-    from cxrbs.datasets import build_stack
-    from cxrbs.manifests import build_manifest
+    from cxrbs.core.atomic import write_csv
+    from cxrbs.data.stacks import build_stack
+    from cxrbs.data.manifests import build_manifest
 
     prepared = []
     for folder, name in zip(folders, _dataset_names(folders), strict=True):
@@ -148,7 +148,7 @@ def _prepare_sets(folders: Sequence[Path], data_dir: Path, *, layout: str, size:
 def cmd_info(args: argparse.Namespace) -> int:
     from pydicom.uid import UID
 
-    from cxrbs.io import image_info
+    from cxrbs.data.io import image_info
 
     infos, failed = [], 0
     for path in args.files:
@@ -186,7 +186,7 @@ def _info_block(info: dict[str, Any]) -> str:
 
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
-    from cxrbs.phantoms import write_layout
+    from cxrbs.data.phantoms import write_layout
 
     outdir = write_layout(args.kind, Path(args.outdir), args.n, size=args.size, seed=args.seed)
     n_files = sum(1 for p in outdir.rglob("*.png") if not p.name.startswith("."))
@@ -198,8 +198,8 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
 def cmd_train_bs(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cxrbs.bs_data import prepare_pairs
-    from cxrbs.train import TrainConfig, train_bs
+    from cxrbs.bs.pairs import prepare_pairs
+    from cxrbs.bs.train import TrainConfig, train_bs
 
     out = Path(args.output)
     progress = _progress(args)
@@ -229,10 +229,10 @@ def cmd_train_bs(args: argparse.Namespace) -> int:
 def cmd_evaluate_bs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cxrbs.atomic import write_csv
-    from cxrbs.bs_eval import evaluate_model_on_pairs, summarize_evaluations
-    from cxrbs.suppress import model_image_size, resolve_model
-    from cxrbs.train import load_bs_model
+    from cxrbs.core.atomic import write_csv
+    from cxrbs.bs.evaluate import evaluate_model_on_pairs, summarize_evaluations
+    from cxrbs.bs.suppress import model_image_size, resolve_model
+    from cxrbs.bs.train import load_bs_model
 
     model_path = resolve_model(args.model)
     _, meta = load_bs_model(model_path)
@@ -268,7 +268,7 @@ def _summary_table(summary: Any) -> str:
 
 
 def cmd_suppress(args: argparse.Namespace) -> int:
-    from cxrbs.suppress import resolve_model, suppress_files
+    from cxrbs.bs.suppress import resolve_model, suppress_files
 
     model_path = resolve_model(args.model)
     failures: list[Path] = []
@@ -288,9 +288,9 @@ def cmd_suppress(args: argparse.Namespace) -> int:
 def cmd_train_cls(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cxrbs.classify import ClsTrainConfig, train_classifier
-    from cxrbs.datasets import load_stack, read_manifest
-    from cxrbs.splits import patient_split
+    from cxrbs.cls.train import ClsTrainConfig, train_classifier
+    from cxrbs.data.stacks import load_stack, read_manifest
+    from cxrbs.data.splits import patient_split
 
     folder, layout, options = _cls_source(args)
     out = Path(args.output)
@@ -303,7 +303,7 @@ def cmd_train_cls(args: argparse.Namespace) -> int:
     if args.patience is not None:
         train_cfg["early_stopping_patience"] = args.patience
     cfg = ClsTrainConfig.from_dict(train_cfg, seed=args.seed, threads=args.threads)
-    # As the workflow's pretraining (cxrbs.cls_pipeline.pretrain): label-stratified patient split.
+    # As the workflow's pretraining (cxrbs.cls.pipeline.pretrain): label-stratified patient split.
     frame = read_manifest(manifest_path)
     labels = frame["label"].astype(int).to_numpy()
     patients = (name + ":" + frame["patient_id"].astype(str)).to_numpy()
@@ -341,11 +341,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from cxrbs.atomic import write_csv
-    from cxrbs.classify import load_classifier, predict_proba
-    from cxrbs.io import read_image
-    from cxrbs.preprocess import preprocess, to_uint16
-    from cxrbs.suppress import iter_inputs
+    from cxrbs.core.atomic import write_csv
+    from cxrbs.cls.train import load_classifier, predict_proba
+    from cxrbs.data.io import read_image
+    from cxrbs.data.preprocess import preprocess, to_uint16
+    from cxrbs.bs.suppress import iter_inputs
 
     if not Path(args.model).is_file():
         raise CxrbsError(f"classifier checkpoint {args.model} does not exist: "

@@ -3,8 +3,8 @@ import zlib
 
 from snakemake.utils import validate
 
-from cxrbs.config import check_config
-from cxrbs.errors import CxrbsError
+from cxrbs.core.config import check_config
+from cxrbs.core.errors import CxrbsError
 
 # One readable line per problem first (naming the key), then Snakemake's validation fills defaults.
 try:

@@ -1,10 +1,10 @@
 import json
 from pathlib import Path
 
-from cxrbs.atomic import write_csv
-from cxrbs.datasets import build_stack
-from cxrbs.manifests import build_manifest
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_csv
+from cxrbs.data.stacks import build_stack
+from cxrbs.data.manifests import build_manifest
+from cxrbs.core.snakemake_glue import run
 
 LAYOUT_OPTIONS = ("classes", "patient_regex", "source_dir", "target_dir")
 

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from cxrbs.atomic import write_csv
-from cxrbs.bs_eval import evaluate_model_on_pairs
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_csv
+from cxrbs.bs.evaluate import evaluate_model_on_pairs
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

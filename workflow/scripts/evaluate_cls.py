@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from cxrbs.atomic import write_csv
-from cxrbs.cls_pipeline import evaluate
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_csv
+from cxrbs.cls.pipeline import evaluate
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cxrbs.snakemake_glue import run
-from cxrbs.sources import prepare_source
+from cxrbs.core.snakemake_glue import run
+from cxrbs.data.sources import prepare_source
 
 
 def main(sm):

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cxrbs.cls_pipeline import finetune_fold
-from cxrbs.snakemake_glue import run
+from cxrbs.cls.pipeline import finetune_fold
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

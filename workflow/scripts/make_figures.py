@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from cxrbs.atomic import write_json
-from cxrbs.figures import make_all_figures
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_json
+from cxrbs.report.figures import make_all_figures
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

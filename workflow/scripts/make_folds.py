@@ -1,7 +1,7 @@
-from cxrbs.atomic import write_csv
-from cxrbs.datasets import read_manifest
-from cxrbs.snakemake_glue import run
-from cxrbs.splits import patient_kfold
+from cxrbs.core.atomic import write_csv
+from cxrbs.data.stacks import read_manifest
+from cxrbs.core.snakemake_glue import run
+from cxrbs.data.splits import patient_kfold
 
 
 def main(sm):

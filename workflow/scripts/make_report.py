@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from cxrbs.report import build_report, software_versions
-from cxrbs.snakemake_glue import run
+from cxrbs.report.html import build_report, software_versions
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cxrbs.bs_data import prepare_pairs
-from cxrbs.snakemake_glue import run
+from cxrbs.bs.pairs import prepare_pairs
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

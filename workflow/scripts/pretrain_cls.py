@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from cxrbs.cls_pipeline import pretrain
-from cxrbs.snakemake_glue import run
+from cxrbs.cls.pipeline import pretrain
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

@@ -2,9 +2,9 @@ import logging
 
 import pandas as pd
 
-from cxrbs.atomic import write_json
-from cxrbs.bs_eval import select_best
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_json
+from cxrbs.bs.evaluate import select_best
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

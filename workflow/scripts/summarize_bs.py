@@ -1,8 +1,8 @@
 import pandas as pd
 
-from cxrbs.atomic import write_csv
-from cxrbs.bs_eval import summarize_evaluations
-from cxrbs.snakemake_glue import run
+from cxrbs.core.atomic import write_csv
+from cxrbs.bs.evaluate import summarize_evaluations
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):

@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from cxrbs.snakemake_glue import run
-from cxrbs.suppress import suppress_stack
+from cxrbs.core.snakemake_glue import run
+from cxrbs.bs.suppress import suppress_stack
 
 
 def main(sm):

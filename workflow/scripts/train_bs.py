@@ -2,8 +2,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbs.snakemake_glue import run
-from cxrbs.train import TrainConfig, train_bs
+from cxrbs.core.snakemake_glue import run
+from cxrbs.bs.train import TrainConfig, train_bs
 
 
 def main(sm):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 
 OUTPUT_MODES = ("direct", "residual")
 

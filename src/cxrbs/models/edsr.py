@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 from cxrbs.models.base import BoneSuppressionModel, conv_same
 from cxrbs.models.registry import register
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 
 KINDS = ("bs", "cls")
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 from cxrbs.models.base import BoneSuppressionModel, check_widths, conv_same, relu_conv_stack
 from cxrbs.models.registry import register
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cxrbs.errors import CxrbsError
+from cxrbs.core.errors import CxrbsError
 from cxrbs.models.base import ClassifierModel
 from cxrbs.models.registry import register
 

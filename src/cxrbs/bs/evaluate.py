@@ -1,0 +1,96 @@
+"""Bone-suppression evaluation on paired test sets, model selection, and its explanation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrbs.data.stacks import load_stack, read_manifest
+from cxrbs.core.errors import CxrbsError
+from cxrbs.core.layout import Layout
+from cxrbs.bs.metrics import evaluate_pairs, summarize
+from cxrbs.data.preprocess import from_uint16
+from cxrbs.bs.train import load_bs_model, predict_images
+
+log = logging.getLogger(__name__)
+
+#: ``bsr`` is the bone suppression ratio as BS-LDM/GL-LCM compute it (one-sided: the identity
+#: baseline already scores ~0.8); ``bsr_energy`` is the fraction of the bone-layer energy removed
+#: (identity = 0), which tells more.
+METRICS = ("mae", "psnr", "ssim", "ms_ssim", "bsr", "bsr_energy")
+#: Whether a larger value is better, per metric.
+HIGHER_IS_BETTER = {"mae": False, "psnr": True, "ssim": True, "ms_ssim": True, "bsr": True,
+                    "bsr_energy": True}
+
+
+def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_path: Path, *,
+                            arch: str, test_set: str, batch_size: int = 4) -> pd.DataFrame:
+    """Per-image metrics of one model (``model_path=None``: the identity baseline) on one test set."""
+    pairs, names = _load_pairs(stack_path, manifest_path)
+    predict = None
+    if model_path is not None:
+        model, _ = load_bs_model(model_path)
+        predict = lambda batch: predict_images(model, batch, batch_size=batch_size)  # noqa: E731
+    frame = evaluate_pairs(predict, pairs, names, batch_size=batch_size)
+    frame.insert(0, "test_set", test_set)
+    frame.insert(0, "arch", arch)
+    return frame
+
+
+def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list[str]]:
+    """A prepared paired test set (uint16 stack + manifest) or the held-out validation pairs
+    of the training set (float32 ``val.npy`` + ``split.csv``)."""
+    if Path(manifest_path).name == "split.csv":
+        split = pd.read_csv(manifest_path, dtype={"pair_id": str})
+        names = split.loc[split["split"] == "val", "pair_id"].astype(str).tolist()
+        pairs = np.load(stack_path, mmap_mode="r")
+        if len(names) != len(pairs):
+            raise CxrbsError(f"{stack_path} has {len(pairs)} pairs but {manifest_path} lists {len(names)}")
+        return np.asarray(pairs, dtype=np.float32), names
+    stack = load_stack(stack_path)
+    if stack.shape[1] != 2:
+        raise CxrbsError(f"{stack_path} is not a paired test set (source and target)")
+    names = read_manifest(manifest_path)["pair_id"].astype(str).tolist()
+    return from_uint16(np.asarray(stack)), names
+
+
+def summarize_evaluations(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Long table: arch, test_set, metric, mean, sd, ci_low, ci_high, n."""
+    per_image = pd.concat(frames, ignore_index=True)
+    return summarize(per_image, by=["arch", "test_set"], metrics=list(METRICS))
+
+
+def select_best(summary: pd.DataFrame, *, metric: str, test_set: str | None) -> dict[str, Any]:
+    """The best architecture on ``metric`` (never ``identity``), with the identity baseline beside it."""
+    if test_set is None:
+        test_set = sorted(summary["test_set"].unique())[0]
+    rows = summary[(summary["metric"] == metric) & (summary["test_set"] == test_set)]
+    if rows.empty:
+        raise CxrbsError(f"no {metric} results for test set {test_set!r} in the summary; "
+                         "check bs.select_test_set / bs.select_metric in the config")
+    models = rows[rows["arch"] != "identity"].set_index("arch")["mean"]
+    if models.empty:
+        raise CxrbsError("no trained model in the evaluation summary to select from")
+    higher = HIGHER_IS_BETTER[metric]
+    best = models.idxmax() if higher else models.idxmin()
+    identity = rows[rows["arch"] == "identity"]["mean"]
+    identity_value = float(identity.iloc[0]) if len(identity) else float("nan")
+    gain = (models[best] - identity_value) * (1 if higher else -1)
+    beats = bool(gain > 0)
+    ranking = models.sort_values(ascending=not higher)
+    reason = (f"{best} has the {'highest' if higher else 'lowest'} mean {metric} on {test_set} "
+              f"({models[best]:.4f}; ranking: "
+              + ", ".join(f"{a} {v:.4f}" for a, v in ranking.items())
+              + f"); identity baseline {identity_value:.4f}")
+    if not beats:
+        reason += (f". WARNING: no model beats the identity baseline on {metric}: bone suppression "
+                   "by these models does not improve on leaving the image unchanged")
+        log.warning("%s", reason)
+    return {"arch": str(best), "metric": metric, "test_set": test_set, "value": float(models[best]),
+            "identity_value": identity_value, "beats_identity": beats,
+            "checkpoint": str(Layout().bs_checkpoint(str(best))), "reason": reason,
+            "ranking": {a: float(v) for a, v in ranking.items()}}

@@ -1,0 +1,208 @@
+"""Applying a trained bone-suppression model: to prepared TB stacks, and to users' own files.
+
+Full resolution: a model sees the study's 256x256 contrast-stretched image. To return an image at
+the input's own resolution we predict the *bone layer* at model scale (stretched input minus
+prediction), map it back to the original intensity scale through the inverse stretch, upsample it
+bilinearly and subtract it from the original. Bone shadows are smooth at model scale, so this keeps
+the original's fine detail (noise, vessels) that a 256 -> 2048 upsampling of the prediction would
+blur.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from skimage.transform import resize
+from tqdm import tqdm
+
+from cxrbs.core.atomic import atomic_path, open_memmap, write_csv
+from cxrbs.data.stacks import load_stack, read_manifest
+from cxrbs.core.errors import CxrbsError
+from cxrbs.core.layout import Layout
+from cxrbs.data.io import SUPPORTED_SUFFIXES, is_dicom, read_image, write_dicom_derived, write_png
+from cxrbs.data.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
+from cxrbs.bs.train import load_bs_model, predict_images
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("png", "dicom")
+# Files often found beside images that are certainly not DICOM: not worth opening.
+_NOT_IMAGES = frozenset({".txt", ".csv", ".json", ".md", ".xml", ".yaml", ".yml", ".zip", ".gz",
+                         ".pt", ".npy", ".html", ".pdf"})
+
+
+def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
+                   out_manifest: Path, png_dir: Path | None = None, batch_size: int = 8,
+                   progress: bool = True) -> pd.DataFrame:
+    """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals."""
+    model, meta = load_bs_model(model_path)
+    stack = load_stack(stack_path)
+    manifest = read_manifest(manifest_path)
+    n = stack.shape[0]
+    png_paths = []
+    with atomic_path(out_stack) as tmp:
+        out = open_memmap(tmp, np.uint16, (n, 1, *stack.shape[2:]))
+        for start in tqdm(range(0, n, batch_size), desc=f"suppress {out_stack.parent.name}",
+                          disable=not progress, unit="batch"):
+            batch = from_uint16(np.asarray(stack[start:start + batch_size, 0]))
+            pred = predict_images(model, batch, batch_size=batch_size)
+            out[start:start + len(pred), 0] = to_uint16(pred)
+            if png_dir is not None:
+                for j, img in enumerate(pred):
+                    name = Path(str(manifest["image_path"].iloc[start + j])).stem + ".png"
+                    write_png(png_dir / name, img)
+                    png_paths.append(str(png_dir / name))
+        out.flush()
+        del out
+    result = manifest.assign(suppressed_path=png_paths if png_dir is not None else pd.NA,
+                             model=meta.get("model_name", str(model_path)))
+    write_csv(out_manifest, result)
+    return result
+
+
+def resolve_model(model: Path | None, layout: Layout | None = None) -> Path:
+    """``--model`` if given, else the workflow's selected model; otherwise say how to get one."""
+    layout = layout or Layout()
+    best_json = layout.bs_best
+    if model is not None:
+        if not Path(model).is_file():
+            raise CxrbsError(f"model checkpoint {model} does not exist: check the --model path")
+        return Path(model)
+    if best_json.is_file():
+        try:
+            choice = json.loads(best_json.read_text(encoding="utf-8"))
+            path = Path(choice["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CxrbsError(f"{best_json} is not a model choice written by the workflow ({exc}); "
+                             "rerun the workflow or pass --model path/to/best.pt") from exc
+        if not path.is_absolute():  # the workflow writes it relative to its own folder
+            path = layout.workflow_dir / path
+        if path.is_file():
+            return path
+        raise CxrbsError(f"{best_json} names {path}, which is missing; rerun the workflow "
+                         "or pass --model path/to/best.pt")
+    raise CxrbsError(
+        f"no model given and no {best_json}: train one with `snakemake --cores all` "
+        "(or `cxrbs train-bs`), or pass --model path/to/best.pt"
+    )
+
+
+def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
+    """The side the model was trained at: its validation images are the uncropped, unaugmented
+    preprocessed stack, so their side is the preprocessing size (crop_size only cuts patches)."""
+    if meta.get("image_size"):
+        return int(meta["image_size"])
+    shape = (meta.get("data") or {}).get("val_shape") or (meta.get("data") or {}).get("train_shape")
+    if shape and len(shape) == 4 and shape[2] == shape[3]:
+        return int(shape[2])
+    return default
+
+
+def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
+    """Files as given; folders expanded (recursively) to their image files, sorted.
+
+    In folders, DICOM files named by UID (no image suffix) are found by their 'DICM' marker;
+    hidden files are skipped: they are OS litter or half-written temporaries (ours included).
+    """
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            yield from sorted(
+                p for p in item.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+                and (p.suffix.lower() in SUPPORTED_SUFFIXES
+                     or (p.suffix.lower() not in _NOT_IMAGES and is_dicom(p)))
+            )
+        elif item.exists():
+            yield item
+        else:
+            raise CxrbsError(f"input {item} does not exist: check the path")
+
+
+def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: float = 1.0,
+                   high_pct: float = 99.0, full_resolution: bool = True) -> np.ndarray:
+    """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path."""
+    small = resize_image(image.astype(np.float64), size)
+    lo, hi = stretch_limits(small, low_pct, high_pct)
+    x = apply_stretch(small, lo, hi)
+    pred = predict_images(model, x[None], batch_size=1)[0]
+    if not full_resolution:
+        return pred
+    bone_small = (x - pred) * (hi - lo)  # back on the original intensity scale
+    bone = resize(bone_small, image.shape, order=1, preserve_range=True, anti_aliasing=False)
+    return np.clip(image - bone, 0.0, 1.0).astype(np.float32)
+
+
+def _stem(path: Path) -> str:
+    """File name without its image suffix; a UID name such as 1.2.840.5 keeps all its parts."""
+    return path.stem if path.suffix.lower() in SUPPORTED_SUFFIXES else path.name
+
+
+def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs; files found in a folder keep their sub-folder below ``outdir``.
+
+    Two inputs that would land on one output name are refused up front: silently overwriting
+    one patient's result with another's is worse than stopping.
+    """
+    suffix = ".dcm" if fmt == "dicom" else ".png"
+    plan: list[tuple[Path, Path]] = []
+    for item in inputs:
+        item = Path(item)
+        files = list(iter_inputs([item]))
+        for path in files:
+            rel = path.relative_to(item).parent if item.is_dir() else Path()
+            plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
+    seen: dict[Path, Path] = {}
+    for src, dst in plan:
+        if dst in seen:
+            raise CxrbsError(f"{seen[dst]} and {src} would both be written to {dst}: rename one "
+                             "of them or suppress them into separate output folders")
+        seen[dst] = src
+    return plan
+
+
+def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",
+                   full_resolution: bool = True, size: int | None = None, progress: bool = True,
+                   device: str = "cpu",
+                   on_error: Callable[[Path, CxrbsError], None] | None = None) -> list[Path]:
+    """Stream files through the model one at a time (memory stays flat over thousands).
+
+    Without ``on_error`` the first bad file stops the run; with it, bad files are reported to it
+    and skipped. Either way a failed file leaves no output (writes are atomic).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise CxrbsError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    outdir = Path(outdir)
+    plan = _output_plan(inputs, outdir, fmt)
+    if not plan:
+        raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
+    model, meta = load_bs_model(model_path, device=device)
+    size = size or model_image_size(meta)
+    description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"
+    written = []
+    for path, target in tqdm(plan, desc="suppress", disable=not progress, unit="img"):
+        try:
+            if fmt == "dicom" and not is_dicom(path):
+                raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
+                                 "and study tags from; use --format png for this file")
+            result = suppress_image(model, read_image(path), size=size,
+                                    full_resolution=full_resolution)
+            if fmt == "dicom":
+                write_dicom_derived(target, result, path, series_description=description)
+            else:
+                write_png(target, result, bits=16 if full_resolution else 8)
+        except CxrbsError as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+            continue
+        written.append(target)
+    log.debug("wrote %d bone-suppressed image(s) to %s", len(written), outdir)
+    return written

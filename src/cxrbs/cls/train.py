@@ -1,0 +1,672 @@
+"""Classifier training: the study's VGG-16 recipe, plus what training without ImageNet needs.
+
+The study fine-tuned ImageNet VGG-16 with SGD. From random weights that recipe is weak and can
+collapse to a constant prediction (STUDY.md), so this loop also offers AdamW, warm-up, cosine
+decay, label smoothing and bf16, and refuses to hand back a collapsed model: a constant classifier
+would otherwise flow silently into every metric and paired test downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from cxrbs.core.atomic import ensure_dir, save_torch, write_csv, write_json
+from cxrbs.cls.metrics import binary_metrics
+from cxrbs.core.device import (
+    AMP_MODES,
+    autocast_context,
+    configure_threads,
+    environment_info,
+    select_device,
+)
+from cxrbs.core.errors import CxrbsError
+from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
+from cxrbs.data.preprocess import from_uint16
+from cxrbs.data.splits import check_val_mask, patient_split
+
+__all__ = [
+    "ClsTrainConfig",
+    "augment_batch",
+    "load_classifier",
+    "predict_proba",
+    "train_classifier",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "cxrbs-classifier-1"
+_AUGMENT_DEFAULTS: dict[str, Any] = {"rotation": 5.0, "shift": 0.2, "hflip": True}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("plateau", "cosine"),
+    "amp": AMP_MODES,
+}
+_POSITIVE_INTS = ("epochs", "batch_size", "early_stopping_patience", "collapse_patience")
+_NONNEG_INTS = ("warmup_epochs", "lr_patience", "seed")
+_OPTIONAL_POSITIVE_INTS = ("steps_per_epoch", "threads")
+_BOOLS = ("nesterov", "class_balanced", "channels_last")
+#: Probabilities spread less than this over the validation set count as one constant prediction.
+_CONSTANT_STD = 1e-4
+#: ... as does a one-class prediction whose AUC is this close to chance.
+_CHANCE_AUC_BAND = 0.02
+
+
+def _bad(key: str, value: Any, rule: str) -> CxrbsError:
+    return CxrbsError(f"classifier training setting {key}={value!r} is invalid: {rule}")
+
+
+def _check_augment(aug: Any) -> dict[str, Any]:
+    if not isinstance(aug, dict):
+        raise _bad("augment", aug, "give a mapping with rotation, shift, hflip")
+    unknown = sorted(set(aug) - set(_AUGMENT_DEFAULTS))
+    if unknown:
+        raise CxrbsError(
+            f"unknown classifier augmentation setting(s) augment.{', augment.'.join(unknown)}: "
+            f"use {', '.join(_AUGMENT_DEFAULTS)}"
+        )
+    out = {**_AUGMENT_DEFAULTS, **aug}
+    if not isinstance(out["hflip"], bool):
+        raise _bad("augment.hflip", out["hflip"], "must be true or false")
+    for key, hi in (("rotation", 45.0), ("shift", 0.5)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
+            raise _bad(f"augment.{key}", v, f"must be a number in [0, {hi:g}]")
+        out[key] = float(v)
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+@dataclass
+class ClsTrainConfig:
+    """One classifier training stage (``cls.pretrain`` or ``cls.finetune``); defaults = study."""
+
+    epochs: int = 32
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-6
+    schedule: str = "plateau"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 5
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    min_lr: float = 1e-5
+    class_balanced: bool = True
+    val_fraction: float = 0.1
+    amp: str = "none"
+    channels_last: bool = False
+    steps_per_epoch: int | None = None
+    collapse_patience: int = 3
+    augment: dict[str, Any] = field(default_factory=lambda: dict(_AUGMENT_DEFAULTS))
+    seed: int = 13
+    threads: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.augment = _check_augment(self.augment)
+        for key, options in _CHOICES.items():
+            if getattr(self, key) not in options:
+                raise _bad(key, getattr(self, key), f"use one of {', '.join(options)}")
+        for key in _POSITIVE_INTS + _NONNEG_INTS + _OPTIONAL_POSITIVE_INTS:
+            v = getattr(self, key)
+            if v is None and key in _OPTIONAL_POSITIVE_INTS:
+                continue
+            low = 0 if key in _NONNEG_INTS else 1
+            if not _is_int(v) or v < low:
+                raise _bad(key, v, f"must be an integer >= {low}")
+        for key in _BOOLS:
+            if not isinstance(getattr(self, key), bool):
+                raise _bad(key, getattr(self, key), "must be true or false")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        rules = {  # key: (low, high, low inclusive, high inclusive)
+            "lr": (0.0, math.inf, False, False),
+            "momentum": (0.0, 1.0, True, True),
+            "weight_decay": (0.0, math.inf, True, False),
+            "label_smoothing": (0.0, 0.5, True, True),
+            "lr_factor": (0.0, 1.0, False, False),
+            "min_lr": (0.0, math.inf, True, False),
+            "val_fraction": (0.0, 1.0, False, False),
+        }
+        for key, (lo, hi, lo_in, hi_in) in rules.items():
+            v = getattr(self, key)
+            ok = _is_num(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+            if not ok:
+                interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+                raise _bad(key, v, f"must be a number in {interval}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, **overrides: Any) -> ClsTrainConfig:
+        """Build from a config section; an unknown key is an error, never silently ignored."""
+        merged = {**(d or {}), **overrides}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(merged) - set(known))
+        if unknown:
+            raise CxrbsError(
+                f"unknown classifier training setting(s) {', '.join(unknown)}: "
+                f"known settings are {', '.join(known)}"
+            )
+        return cls(**merged)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """CPU generator of one epoch's augmentations: reruns and resumed epochs draw the same."""
+    state = np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def augment_batch(
+    x: Tensor,
+    generator: torch.Generator,
+    *,
+    rotation: float = 5.0,
+    shift: float = 0.2,
+    hflip: bool = True,
+) -> Tensor:
+    """Random rotation (±degrees), shift (±fraction of the side) and horizontal flip per image.
+
+    One affine_grid/grid_sample call per batch keeps it cheap on the CPU. Parameters are drawn on
+    the CPU generator whatever ``x``'s device, so a seed gives the same images on CPU and GPU.
+    Borders repeat the edge pixels, like Keras' default fill_mode "nearest" in the study.
+    """
+    n, _, h, w = x.shape
+    u = torch.rand(n, 4, generator=generator, dtype=torch.float64)  # drawn even if unused
+    if rotation == 0 and shift == 0 and not hflip:
+        return x
+    angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
+    tx, ty = (2 * u[:, 1] - 1) * 2 * shift, (2 * u[:, 2] - 1) * 2 * shift  # [-1,1] spans 2
+    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Rotation in pixel space, written in normalised coordinates (hence the aspect factors).
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin * (h / w), tx], dim=1),
+            torch.stack([sin * (w / h) * flip, cos, ty], dim=1),
+        ],
+        dim=1,
+    ).to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _check_images(images: np.ndarray) -> tuple[int, int]:
+    """(H, W) of an (N,H,W) float or (N,C,H,W) uint16/float stack, else a clear error."""
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))
+    dtype_ok = images.dtype == np.uint16 or np.issubdtype(images.dtype, np.floating)
+    if not (shape_ok and dtype_ok) or images.shape[0] == 0:
+        raise CxrbsError(
+            f"classifier images must be (N,H,W) float32 in [0,1] or a uint16 (N,1,H,W) stack; "
+            f"got shape {images.shape}, dtype {images.dtype}: rebuild the prepared data"
+        )
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
+def _load_batch(images: np.ndarray, idx: np.ndarray) -> Tensor:
+    """Float32 (B,C,H,W) for some rows only: a whole stack in float would not fit in memory."""
+    arr = images[idx]
+    if arr.dtype == np.uint16:
+        x = from_uint16(arr)
+    else:
+        x = np.asarray(arr, dtype=np.float32)
+        if not np.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
+            raise CxrbsError(
+                "classifier images must be finite and in [0, 1]: run them through "
+                "cxrbs.data.preprocess first"
+            )
+    if x.ndim == 3:
+        x = x[:, None]
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
+def _forward(model: nn.Module, x: Tensor, device: torch.device, amp: str, cl: bool) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, amp):
+        return model(x).float()
+
+
+def _stream_logits(
+    model: nn.Module, images: np.ndarray, idx: np.ndarray, batch_size: int, amp: str, cl: bool
+) -> list[tuple[np.ndarray, Tensor]]:
+    device = next(model.parameters()).device
+    return [
+        (b, _forward(model, _load_batch(images, b), device, amp, cl))
+        for b in _chunks(idx, batch_size)
+    ]
+
+
+def _prob_of_positive(logits: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)[:, 1]
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: np.ndarray, *, batch_size: int = 32, amp: str = "none"
+) -> np.ndarray:
+    """Probability of class 1 (TB/abnormal) per image, streamed batch by batch in eval mode."""
+    _check_images(images)
+    if batch_size < 1:
+        raise CxrbsError(f"batch_size must be a positive integer, got {batch_size}")
+    model.eval()
+    idx = np.arange(images.shape[0])
+    streamed = _stream_logits(model, images, idx, batch_size, amp, False)
+    parts = [_prob_of_positive(z).cpu() for _, z in streamed]
+    return torch.cat(parts).numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CxrbsError(
+            f"classifier checkpoint {path} does not exist: run its training step first"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CxrbsError(
+            f"cannot read classifier checkpoint {path} ({exc}): delete it and train again"
+        ) from exc
+    keys = ("state_dict", "model_name", "model_kwargs")
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CxrbsError(
+            f"{path} is not a classifier checkpoint written by cxrbs (no {', '.join(missing)}): "
+            "point to a model.pt from the classifier training step"
+        )
+    return ckpt
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples to lists (as YAML gives them), so kwargs compare and reload alike."""
+    return json.loads(json.dumps(obj))
+
+
+def _model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
+    try:
+        model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (CxrbsError, RuntimeError, TypeError) as exc:
+        raise CxrbsError(
+            f"classifier checkpoint {path} does not rebuild its model {ckpt['model_name']!r} "
+            f"{ckpt['model_kwargs']} ({exc}): train it again with this version of cxrbs"
+        ) from exc
+    return model
+
+
+def load_classifier(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode on ``device``, metadata without the weights) from a model.pt."""
+    path = Path(path)
+    ckpt = _read_checkpoint(path)
+    model = _model_from_checkpoint(ckpt, path).to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    meta["path"] = str(path)
+    return model, meta
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.shape != (n,) or not np.isin(y, (0, 1)).all():
+        raise CxrbsError(
+            f"classifier labels must be one 0/1 value per image ({n}); got shape {y.shape} "
+            f"with values {np.unique(y)[:5].tolist()}: check the label column of the manifest"
+        )
+    return y.astype(np.int64)
+
+
+def _validation_mask(
+    ids: np.ndarray, y: np.ndarray, cfg: ClsTrainConfig, val_mask: np.ndarray | None
+) -> np.ndarray:
+    if val_mask is None:
+        return patient_split(ids, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=y)
+    return check_val_mask(val_mask, ids)
+
+
+def _build_model(
+    name: str,
+    kwargs: dict[str, Any],
+    cfg: ClsTrainConfig,
+    init_checkpoint: Path | None,
+    torchvision_weights: Path | None,
+) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Model, its ``init`` tag and details; the checkpoint wins over ImageNet weights."""
+    if model_kind(name) != "cls":
+        raise CxrbsError(
+            f"model {name!r} is a bone-suppression model, not a classifier: use one of "
+            f"{', '.join(list_models('cls'))}"
+        )
+    if int(kwargs.get("num_classes", 2)) != 2:
+        raise CxrbsError(
+            f"cls.model_kwargs.num_classes must be 2 (normal/abnormal), got {kwargs['num_classes']}"
+        )
+    model = create_model(name, seed=cfg.seed, **kwargs)
+    if init_checkpoint is not None:
+        path = Path(init_checkpoint)
+        ckpt = _read_checkpoint(path)
+        if ckpt["model_name"] != name or _plain(ckpt["model_kwargs"]) != _plain(kwargs):
+            raise CxrbsError(
+                f"{path} holds a {ckpt['model_name']!r} {ckpt['model_kwargs']} classifier but this "
+                f"stage trains {name!r} {kwargs}: keep cls.model and cls.model_kwargs the same "
+                "for pre-training and fine-tuning"
+            )
+        return _model_from_checkpoint(ckpt, path), f"checkpoint:{path}", {}
+    if torchvision_weights is not None:
+        path = Path(torchvision_weights)
+        info = load_torchvision_weights(model, path)
+        if info["missing"]:
+            log.warning("%s: %d features.* tensors of %s were not in the file and stay random",
+                        path, len(info["missing"]), name)
+        detail = {"file": str(path), "loaded": info["loaded"], "missing": len(info["missing"])}
+        return model, f"imagenet:{path.name}", detail
+    log.warning("no ImageNet weights given: training from random initialisation")
+    return model, "random", {}
+
+
+def _class_weights(y_train: np.ndarray, balanced: bool) -> Tensor:
+    counts = np.bincount(y_train, minlength=2)
+    if (counts == 0).any():
+        raise CxrbsError(
+            f"the training split has no images of class {int(np.argmin(counts))}: "
+            "add data of both classes or change the split seed"
+        )
+    w = y_train.size / (2.0 * counts) if balanced else np.ones(2)
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
+def _make_optimizer(model: nn.Module, cfg: ClsTrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,  # torch refuses Nesterov without momentum
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _epoch_batches(train_idx: np.ndarray, cfg: ClsTrainConfig, epoch: int) -> list[np.ndarray]:
+    """Shuffled batches seeded by (seed, epoch); a trailing single image is left to next epoch."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    if cfg.steps_per_epoch is None:
+        batches = _chunks(rng.permutation(train_idx), cfg.batch_size)
+        return batches[:-1] if len(batches) > 1 and len(batches[-1]) < 2 else batches
+    need = cfg.steps_per_epoch * cfg.batch_size
+    reps = -(-need // train_idx.size)
+    order = np.concatenate([rng.permutation(train_idx) for _ in range(reps)])[:need]
+    return _chunks(order, cfg.batch_size)
+
+
+def _looks_constant(prob: np.ndarray, auc: float) -> bool:
+    """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses)."""
+    if float(np.std(prob)) < _CONSTANT_STD:
+        return True
+    pred = prob > 0.5
+    one_class = bool(pred.all() or not pred.any())
+    return one_class and math.isfinite(auc) and abs(auc - 0.5) <= _CHANCE_AUC_BAND
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+class _Run:
+    """State of one training run; methods are the epoch's steps."""
+
+    def __init__(self, model: nn.Module, images: np.ndarray, y: np.ndarray, val: np.ndarray,
+                 cfg: ClsTrainConfig, device: torch.device, stage: str | None) -> None:
+        self.model, self.images, self.y, self.cfg, self.device = model, images, y, cfg, device
+        self.train_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
+        self.weights = _class_weights(y[self.train_idx], cfg.class_balanced).to(device)
+        self.criterion = nn.CrossEntropyLoss(
+            weight=self.weights, label_smoothing=cfg.label_smoothing
+        )
+        self.opt = _make_optimizer(model, cfg)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.step = 0
+        self.stage_key = f"cls.{stage}" if stage else "cls.pretrain / cls.finetune"
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def _epoch_lr(self, epoch: int) -> None:
+        """Warm-up is set per step in train_epoch; cosine decays per epoch after it."""
+        cfg = self.cfg
+        if epoch < cfg.warmup_epochs or cfg.schedule != "cosine":
+            if epoch == cfg.warmup_epochs and cfg.warmup_epochs > 0:
+                self._set_lr(cfg.lr)
+            return
+        span = max(1, cfg.epochs - cfg.warmup_epochs)
+        floor = min(cfg.min_lr, cfg.lr)
+        k = epoch - cfg.warmup_epochs
+        self._set_lr(floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * k / span)))
+
+    def train_epoch(self, epoch: int, progress: bool) -> tuple[float, int]:
+        cfg, model = self.cfg, self.model
+        batches = _epoch_batches(self.train_idx, cfg, epoch)
+        self._epoch_lr(epoch)
+        warm_steps = cfg.warmup_epochs * len(batches)
+        gen = epoch_generator(cfg.seed, epoch)
+        model.train()
+        total, seen = 0.0, 0
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+        for b in bar:
+            if self.step < warm_steps:
+                self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
+            x = augment_batch(_load_batch(self.images, b).to(self.device), gen, **cfg.augment)
+            logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
+            loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))
+            value = float(loss.item())
+            if not math.isfinite(value):
+                raise CxrbsError(
+                    f"training loss became {value} in epoch {epoch + 1}: lower the learning rate "
+                    f"({self.stage_key}.lr), or set amp: none"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.step += 1
+            total, seen = total + value * len(b), seen + len(b)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        return total / max(seen, 1), seen
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """Class-weighted validation loss (no smoothing) and P(class 1) per validation image."""
+        self.model.eval()
+        loss_sum, weight_sum, probs = 0.0, 0.0, []
+        for b, logits in _stream_logits(self.model, self.images, self.val_idx, self.cfg.batch_size,
+                                        self.cfg.amp, self.cfg.channels_last):
+            t = torch.as_tensor(self.y[b], device=self.device)
+            loss_sum += float(F.cross_entropy(logits, t, weight=self.weights, reduction="sum"))
+            weight_sum += float(self.weights[t].sum())
+            probs.append(_prob_of_positive(logits).cpu())
+        loss = loss_sum / weight_sum
+        if not math.isfinite(loss):
+            raise CxrbsError(
+                f"validation loss is {loss}: lower the learning rate ({self.stage_key}.lr), "
+                "or set amp: none"
+            )
+        return loss, torch.cat(probs).numpy().astype(np.float64)
+
+    def collapse_error(self, auc: float, n: int) -> CxrbsError:
+        return CxrbsError(
+            f"training collapsed to a constant prediction (val AUC {auc:.2f} for {n} epochs): "
+            f"lower the learning rate ({self.stage_key}.lr), use optimizer adamw or a batch-norm "
+            "model (vgg16_bn, small_cnn)"
+        )
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def _fit(run: _Run, outdir: Path, progress: bool) -> dict[str, Any]:
+    """Epoch loop: early stopping, LR schedule, collapse check; best state kept in memory."""
+    cfg, yv = run.cfg, run.y[run.val_idx]
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_loss": math.inf}
+    bad_epochs = constant_streak = 0
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        loss, seen = run.train_epoch(epoch, progress)
+        train_s = time.perf_counter() - t0
+        val_loss, prob = run.evaluate()
+        metrics = binary_metrics(yv, prob)
+        lr = float(run.opt.param_groups[0]["lr"])
+        history.append({
+            "epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "val_auc": metrics["auc"],
+            "val_acc": metrics["accuracy"], "lr": lr, "seconds": time.perf_counter() - t0,
+            "images_per_s": seen / max(train_s, 1e-9),
+        })  # fmt: skip
+        write_csv(outdir / "history.csv", pd.DataFrame(history))
+        log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch + 1, loss,
+                 val_loss, metrics["auc"], lr)
+        constant = _looks_constant(prob, metrics["auc"])
+        constant_streak = constant_streak + 1 if constant else 0
+        if constant_streak >= cfg.collapse_patience:
+            raise run.collapse_error(metrics["auc"], constant_streak)
+        if val_loss < best["val_loss"]:
+            best = {"epoch": epoch + 1, "val_loss": val_loss, "metrics": metrics,
+                    "state": _cpu_state(run.model), "constant": constant}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if epoch >= cfg.warmup_epochs and cfg.schedule == "plateau":
+            run.plateau.step(val_loss)
+        if bad_epochs >= cfg.early_stopping_patience:
+            break
+    if best["constant"]:  # the run ended before the streak limit, but its best model is constant
+        raise run.collapse_error(best["metrics"]["auc"], max(constant_streak, 1))
+    best["epochs_run"] = len(history)
+    best["stopped_early"] = len(history) < cfg.epochs
+    return best
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN (e.g. AUC of a one-class validation set) as null, so the JSON is standard."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()
+    }
+
+
+def train_classifier(
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    images: np.ndarray,
+    labels: np.ndarray,
+    patient_ids: np.ndarray,
+    cfg: ClsTrainConfig,
+    outdir: Path,
+    *,
+    init_checkpoint: Path | None = None,
+    torchvision_weights: Path | None = None,
+    val_mask: np.ndarray | None = None,
+    progress: bool = True,
+    stage: str | None = None,
+) -> dict[str, Any]:
+    """Train one classifier; writes split.csv, history.csv, model.pt, train_summary.json.
+
+    model.pt (the lowest-validation-loss state) is written only when training ends without a
+    collapse, so a downstream step never picks up a constant classifier. ``stage`` ("pretrain"
+    or "finetune") only names the config key in error messages.
+    """
+    configure_threads(cfg.threads)
+    device = select_device(cfg.device)
+    autocast_context(device, cfg.amp)  # refuses fp16 on a CPU before any output is written
+    h, w = _check_images(images)
+    y = _check_labels(labels, images.shape[0])
+    ids = np.asarray(patient_ids)
+    if ids.shape != y.shape:
+        raise CxrbsError(f"patient ids must be one per image ({y.size}), got shape {ids.shape}")
+    val = _validation_mask(ids, y, cfg, val_mask)
+    outdir = ensure_dir(outdir)
+    split = pd.DataFrame({"index": np.arange(y.size), "patient_id": ids, "label": y,
+                          "split": np.where(val, "val", "train")})
+    write_csv(outdir / "split.csv", split)
+    kwargs = _plain(dict(model_kwargs))
+    t0 = time.perf_counter()
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)  # dropout draws: same seed, same weights
+        model, init, init_detail = _build_model(
+            model_name, kwargs, cfg, init_checkpoint, torchvision_weights
+        )
+        for stale in ("model.pt", "train_summary.json"):  # never leave an older run's result
+            (outdir / stale).unlink(missing_ok=True)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        run = _Run(model, images, y, val, cfg, device, stage)
+        best = _fit(run, outdir, progress)
+    image_size: int | list[int] = h if h == w else [h, w]
+    save_torch(outdir / "model.pt", {
+        "format": CHECKPOINT_FORMAT, "state_dict": best["state"], "model_name": model_name,
+        "model_kwargs": kwargs, "config": asdict(cfg), "init": init, "init_detail": init_detail,
+        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+        "best_val_auc": best["metrics"]["auc"], "image_size": image_size,
+        "versions": environment_info(device),
+    })  # fmt: skip
+    summary = {
+        "model_name": model_name, "model_kwargs": kwargs, "init": init, "init_detail": init_detail,
+        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+        "best_val_auc": best["metrics"]["auc"], "val_metrics": _json_safe(best["metrics"]),
+        "epochs_run": best["epochs_run"], "stopped_early": best["stopped_early"],
+        "n_train": int((~val).sum()), "n_val": int(val.sum()),
+        "n_train_patients": int(np.unique(ids[~val]).size),
+        "n_val_patients": int(np.unique(ids[val]).size),
+        "image_size": image_size, "device": str(device), "amp": cfg.amp,
+        "seconds": time.perf_counter() - t0, "model_path": str(outdir / "model.pt"),
+    }  # fmt: skip
+    summary = _json_safe(summary)
+    write_json(outdir / "train_summary.json", summary)
+    return summary

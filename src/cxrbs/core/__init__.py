@@ -1,0 +1,1 @@
+"""Shared foundations: user errors, atomic writes, device choice, config checks, the results/ layout."""

@@ -1,0 +1,45 @@
+"""Config checking with messages that name the key (``bs.train.epochs``), before any job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from cxrbs.core.errors import CxrbsError
+
+# Shipped as package data, so a wheel install validates configs too; the workflow's
+# workflow/schemas/config.schema.yaml is a link to this file (one schema, no copies).
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every schema violation as one line: the dotted key, then what is wrong with it."""
+    validator = Draft202012Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        key = ".".join(str(p) for p in err.path) or "(top level)"
+        message = err.message
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            known = set(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - known):
+                full = f"{key}.{extra}" if err.path else str(extra)
+                lines.append(f"config key {full}: unknown key (known keys here: {', '.join(sorted(known))})")
+            continue
+        if err.validator == "oneOf" and "datasets" in key:
+            message = "give exactly one of url, path, registration or synthetic"
+        lines.append(f"config key {key}: {message}")
+    return lines
+
+
+def check_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    problems = config_problems(config, load_schema(schema_path))
+    if problems:
+        raise CxrbsError("invalid configuration:\n  " + "\n  ".join(problems)
+                         + "\n(see workflow/schemas/config.schema.yaml for every key)")

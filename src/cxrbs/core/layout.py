@@ -1,0 +1,130 @@
+"""The one place in the package that knows the workflow's ``results/`` tree.
+
+The Snakemake rules spell their own output paths out (that is the catalog convention, and what a
+reader of a rule wants to see); the package never rebuilds them by hand. Where package code must
+find a result that was not passed to it explicitly (``cxrbs suppress`` looking for the workflow's
+chosen model, the report reading the tables it summarises), it asks a :class:`Layout`. A test
+checks that every path here is the one the rules write, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path("results")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under one results folder; ``root`` is ``results/`` of the workflow's working dir."""
+
+    root: Path = RESULTS
+
+    @property
+    def workflow_dir(self) -> Path:
+        """The folder the workflow ran in: relative paths in ``best.json`` are relative to it."""
+        return self.root.parent
+
+    # --- data stage -----------------------------------------------------------------------
+    def data_dir(self, name: str) -> Path:
+        return self.root / "data" / name
+
+    def stack(self, name: str) -> Path:
+        return self.data_dir(name) / "images.npy"
+
+    def manifest(self, name: str) -> Path:
+        return self.data_dir(name) / "manifest.csv"
+
+    def folds(self, name: str) -> Path:
+        return self.data_dir(name) / "folds.csv"
+
+    # --- bone suppression -----------------------------------------------------------------
+    @property
+    def bs_dir(self) -> Path:
+        return self.root / "bs"
+
+    @property
+    def bs_best(self) -> Path:
+        return self.bs_dir / "best.json"
+
+    @property
+    def bs_summary(self) -> Path:
+        return self.bs_dir / "eval" / "summary.csv"
+
+    def bs_model_dir(self, arch: str) -> Path:
+        return self.bs_dir / "models" / arch
+
+    def bs_checkpoint(self, arch: str) -> Path:
+        return self.bs_model_dir(arch) / "best.pt"
+
+    def bs_history(self, arch: str) -> Path:
+        return self.bs_model_dir(arch) / "history.csv"
+
+    def bs_eval(self, arch: str, testset: str) -> Path:
+        return self.bs_dir / "eval" / arch / f"{testset}.csv"
+
+    def bs_eval_dir(self, arch: str) -> Path:
+        return self.bs_dir / "eval" / arch
+
+    def suppressed_stack(self, tbset: str) -> Path:
+        return self.root / "suppressed" / tbset / "images.npy"
+
+    # --- classification -------------------------------------------------------------------
+    @property
+    def cls_dir(self) -> Path:
+        return self.root / "cls"
+
+    @property
+    def cls_pretrain_history(self) -> Path:
+        return self.cls_dir / "pretrain" / "history.csv"
+
+    @property
+    def cls_pretrain_summary(self) -> Path:
+        return self.cls_dir / "pretrain" / "train_summary.json"
+
+    @property
+    def cls_metrics(self) -> Path:
+        return self.cls_dir / "metrics.csv"
+
+    @property
+    def cls_comparison(self) -> Path:
+        return self.cls_dir / "comparison.csv"
+
+    def cls_fold_dir(self, tbset: str, variant: str, fold: int | str) -> Path:
+        return self.cls_dir / tbset / variant / f"fold{fold}"
+
+    def cls_fold_model(self, tbset: str, variant: str, fold: int | str) -> Path:
+        return self.cls_fold_dir(tbset, variant, fold) / "model.pt"
+
+    def cls_fold_predictions(self, tbset: str, variant: str, fold: int | str) -> Path:
+        return self.cls_fold_dir(tbset, variant, fold) / "predictions.csv"
+
+    # --- explanation and report -----------------------------------------------------------
+    @property
+    def feature_space(self) -> Path:
+        return self.cls_dir / "feature_space.csv"
+
+    @property
+    def crm_boxes(self) -> Path:
+        return self.cls_dir / "crm_boxes.csv"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the workflow writes it into JSON: relative to the workflow folder."""
+        try:
+            return str(Path(path).relative_to(self.workflow_dir))
+        except ValueError:
+            return str(path)
+
+
+def results_root_of(summary_csv: Path) -> Path:
+    """The results folder from the path of ``bs/eval/summary.csv`` (a declared rule input)."""
+    return Path(summary_csv).parents[2]

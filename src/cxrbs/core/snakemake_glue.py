@@ -1,0 +1,33 @@
+"""What every workflow script shares: logging into the rule's log file and one-line user errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from cxrbs.core.errors import CxrbsError
+
+
+def configure_logging(log_file: str | None = None, level: int = logging.INFO) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    logging.captureWarnings(True)
+
+
+def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
+    """Run ``main(snakemake)``; a CxrbsError becomes one clear line in the log and exit status 1."""
+    configure_logging(snakemake.log[0] if snakemake.log else None)
+    if getattr(snakemake, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(snakemake.threads))
+    try:
+        main(snakemake)
+    except CxrbsError as exc:
+        logging.getLogger("cxrbs").error("%s", exc)
+        sys.exit(1)

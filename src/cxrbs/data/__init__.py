@@ -1,0 +1,1 @@
+"""Getting images in: reading and writing files, manifests, preprocessing, stacks, splits, downloads, phantoms."""

@@ -1,0 +1,563 @@
+"""Fetch and unpack the public data sets: resumable downloads, checksums, and archive extraction
+that refuses to write outside its target folder.
+
+Data sets here are tens of GB behind slow servers, so an interrupted download keeps its
+``.part`` file and the next run resumes it with an HTTP Range request. Archives come from
+third parties, so every member is checked before a single byte is written, and extraction
+happens in a temporary sibling folder that is renamed into place only when it succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from cxrbs.core.atomic import ensure_dir, write_json
+from cxrbs.core.errors import CxrbsError
+
+__all__ = ["fetch_url", "sha256_file", "safe_extract", "materialize_source", "archive_kind"]
+
+MIN_DIGEST_PREFIX = 8
+_USER_AGENT = "cxrbs/0.1 (python urllib; chest X-ray bone suppression workflow)"
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+_MANUAL_HINT = (
+    "download it manually, unpack it, and set path: for this data set in config/config.yaml"
+)
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in chunks so multi-GB archives do not fill memory."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise CxrbsError(f"cannot read {path} to check its checksum: {why}") from exc
+
+
+def _normalize_digest(sha256: str, url: str) -> str:
+    """Lower-case hex digest or prefix; a prefix of at least 8 characters is accepted.
+
+    Prefixes exist in the wild: torchvision's ``vgg16-397923af.pth`` carries the first 8 hex
+    characters of its SHA-256 in the file name. Shorter prefixes match too easily by chance.
+    """
+    digest = sha256.strip().lower().removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{%d,64}" % MIN_DIGEST_PREFIX, digest):
+        raise CxrbsError(
+            f"sha256 {sha256!r} given for {url} is not a hex SHA-256 digest (or a prefix of at "
+            f"least {MIN_DIGEST_PREFIX} hex characters): fix sha256: in the config"
+        )
+    return digest
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def fetch_url(
+    url: str,
+    dest: str | os.PathLike[str],
+    sha256: str | None = None,
+    *,
+    chunk_size: int = 1 << 20,
+    timeout: float = 60,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest`` (resuming a previous ``.part``) and verify its SHA-256.
+
+    ``sha256`` may be the full hex digest or a prefix of >= 8 hex characters. An existing
+    ``dest`` that matches (or any existing ``dest`` when no checksum is given) is returned
+    without touching the network, so reruns of the workflow are free; one that does not match
+    is deleted and fetched again. ``file://`` URLs work too.
+    """
+    dest = Path(dest)
+    expected = _normalize_digest(sha256, url) if sha256 else None
+    if dest.is_file():
+        if expected is None or sha256_file(dest).startswith(expected):
+            return dest
+        _unlink_quietly(dest)  # stale or corrupt: never leave a wrong file under the final name
+    ensure_dir(dest.parent)
+    part = dest.with_name(dest.name + ".part")
+    _download_to_part(url, part, chunk_size=chunk_size, timeout=timeout, progress=progress)
+    if expected is not None:
+        actual = sha256_file(part)
+        if not actual.startswith(expected):
+            _unlink_quietly(part)
+            raise CxrbsError(
+                f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; the "
+                f"download was deleted and nothing was kept as {dest}. Check sha256: in the "
+                f"config, or {_MANUAL_HINT}"
+            )
+    try:
+        os.replace(part, dest)
+    except OSError as exc:
+        raise CxrbsError(f"cannot move {part} to {dest}: {exc.strerror or exc}") from exc
+    return dest
+
+
+def _download_to_part(
+    url: str, part: Path, *, chunk_size: int, timeout: float, progress: bool
+) -> None:
+    """Append the missing bytes to ``part``; on return ``part`` holds the whole resource."""
+    offset = part.stat().st_size if part.is_file() else 0
+    response = _open(url, part, offset, timeout)
+    if response is None:  # 416: the part already holds every byte
+        return
+    with response:
+        offset, total = _resume_point(response, offset, url, part)
+        _copy_body(response, url, part, offset, total, chunk_size=chunk_size, progress=progress)
+
+
+def _open(url: str, part: Path, offset: int, timeout: float) -> Any:
+    """Open ``url`` asking for bytes from ``offset``; None means the part is already complete."""
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            total = _parse_content_range(exc.headers.get("Content-Range"))[1]
+            exc.close()
+            if total == offset:
+                return None
+            _unlink_quietly(part)  # the part is longer than the resource or unknowable: restart
+            return _open(url, part, 0, timeout)
+        raise CxrbsError(
+            f"cannot download {url}: HTTP {exc.code} {exc.reason}; {_MANUAL_HINT}"
+        ) from exc
+    except ValueError as exc:
+        raise CxrbsError(f"{url!r} is not a valid URL ({exc}): fix url: in the config") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise CxrbsError(
+            f"cannot download {url}: {reason}. Check the network, or {_MANUAL_HINT}"
+        ) from exc
+
+
+def _resume_point(response: Any, offset: int, url: str, part: Path) -> tuple[int, int | None]:
+    """Where the body starts and the full size, deciding between resuming and restarting."""
+    status = getattr(response, "status", None)
+    if offset and status == 206:
+        start, total = _parse_content_range(response.headers.get("Content-Range"))
+        if start == offset:
+            return offset, total
+        if start not in (0, None):
+            raise CxrbsError(
+                f"server for {url} answered a resume request with an unexpected range; delete "
+                f"{part} and run again, or {_MANUAL_HINT}"
+            )
+    # 200 (server ignored Range), file:// URLs, or a fresh download: start from zero.
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, full size) from ``bytes a-b/n`` or ``bytes */n``; None where unknown."""
+    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
+    if not match:
+        return None, None
+    start = int(match.group(1)) if match.group(1) else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return start, total
+
+
+def _copy_body(
+    response: Any,
+    url: str,
+    part: Path,
+    offset: int,
+    total: int | None,
+    *,
+    chunk_size: int,
+    progress: bool,
+) -> None:
+    received = offset
+    bar = tqdm(
+        total=total,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=part.name.removesuffix(".part"),
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        with bar, open(part, "ab" if offset else "wb") as fh:
+            while chunk := _read_chunk(response, url, part, received, total, chunk_size):
+                fh.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CxrbsError(f"disk full while writing {part}: free space and run again") from exc
+        raise CxrbsError(f"cannot write {part}: {exc.strerror or exc}") from exc
+    if total is not None and received < total:
+        raise _interrupted(url, part, received, total, "connection closed early")
+
+
+def _read_chunk(
+    response: Any, url: str, part: Path, received: int, total: int | None, size: int
+) -> bytes:
+    try:
+        return response.read(size)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _interrupted(url, part, received, total, exc) from exc
+
+
+def _interrupted(url: str, part: Path, received: int, total: int | None, why: object) -> CxrbsError:
+    of_total = f" of {total}" if total is not None else ""
+    return CxrbsError(
+        f"download of {url} stopped after {received}{of_total} bytes ({why}); the partial file "
+        f"{part} is kept: run again to resume, or {_MANUAL_HINT}"
+    )
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+# --------------------------------------------------------------------------- archives
+
+
+@dataclass(frozen=True)
+class _Member:
+    """An archive member reduced to what the safety check needs, for zip and tar alike."""
+
+    name: str
+    kind: str  # file | dir | symlink | hardlink | device | other
+    size: int = 0
+    target: str | None = None
+
+
+def archive_kind(path: str | os.PathLike[str]) -> str | None:
+    """'zip', 'tar' or None, judged by content because downloaded names are often misleading."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic in (b"PK\x03\x04", b"PK\x05\x06") and zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    if zipfile.is_zipfile(path):  # zip with data prepended (self-extracting)
+        return "zip"
+    return None
+
+
+def safe_extract(
+    archive: str | os.PathLike[str], dest: str | os.PathLike[str], *, progress: bool = False
+) -> Path:
+    """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest`` or refuse it as a whole.
+
+    Refused: absolute names, ``..`` escapes, links whose target leaves ``dest``, paths that go
+    through a link member, devices and FIFOs. All members are checked before anything is
+    written, and extraction goes to a temporary sibling renamed to ``dest`` at the end, so a
+    refused or failed archive leaves nothing under ``dest``. Tar extraction additionally uses
+    Python's ``filter='data'``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    kind = archive_kind(archive)
+    if kind is None:
+        raise CxrbsError(
+            f"{archive} is not a zip or tar archive (or is missing/corrupt): download it again"
+        )
+    _claim_dest(dest)
+    try:
+        opener = zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive)
+        with opener as handle:
+            members = _zip_members(handle) if kind == "zip" else _tar_members(handle)
+            _check_members(archive, members)
+            _check_space(archive, dest, members)
+            _extract_into(handle, kind, dest, progress=progress)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CxrbsError(f"disk full while extracting {archive} to {dest}: free space") from exc
+        raise CxrbsError(
+            f"cannot extract {archive} to {dest}: {exc}; the archive may be incomplete: delete "
+            f"it and download it again"
+        ) from exc
+    return dest
+
+
+def _claim_dest(dest: Path) -> None:
+    """Refuse to merge into an existing folder: the rename at the end needs an empty slot."""
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    elif dest.exists() or dest.is_symlink():
+        raise CxrbsError(f"{dest} already exists: delete it to extract the archive again")
+    ensure_dir(dest.parent)
+
+
+def _zip_members(zf: zipfile.ZipFile) -> list[_Member]:
+    members = []
+    for info in zf.infolist():
+        mode = info.external_attr >> 16
+        if info.create_system == 3 and stat.S_ISLNK(mode):
+            # Python writes zip symlinks as small text files, but a target that escapes still
+            # marks the archive as hostile.
+            target = zf.read(info).decode("utf-8", "replace")
+            members.append(_Member(info.filename, "symlink", 0, target))
+        else:
+            kind = "dir" if info.is_dir() else "file"
+            members.append(_Member(info.filename, kind, info.file_size))
+    return members
+
+
+def _tar_members(tf: tarfile.TarFile) -> list[_Member]:
+    members = []
+    for info in tf.getmembers():
+        if info.issym():
+            members.append(_Member(info.name, "symlink", 0, info.linkname))
+        elif info.islnk():
+            members.append(_Member(info.name, "hardlink", 0, info.linkname))
+        elif info.isdev():
+            members.append(_Member(info.name, "device"))
+        elif info.isdir():
+            members.append(_Member(info.name, "dir"))
+        elif info.isfile():
+            members.append(_Member(info.name, "file", info.size))
+        else:
+            members.append(_Member(info.name, "other"))
+    return members
+
+
+def _check_members(archive: Path, members: list[_Member]) -> None:
+    links = set()
+    for m in members:
+        if m.kind == "symlink":
+            parts = _inside_parts(m.name, links=frozenset())
+            if parts:
+                links.add(parts)
+    frozen = frozenset(links)
+    for m in members:
+        reason = _member_problem(m, frozen)
+        if reason:
+            raise CxrbsError(
+                f"refusing to extract {archive}: member {m.name!r} {reason}; nothing was "
+                f"extracted. The archive is corrupt or hostile: get it again from the "
+                f"official source"
+            )
+
+
+def _member_problem(m: _Member, links: frozenset[tuple[str, ...]]) -> str | None:
+    if m.kind in ("device", "other"):
+        return "is a device, FIFO or other special file"
+    if _is_absolute(m.name):
+        return "has an absolute path"
+    parts = _inside_parts(m.name, links)
+    if parts is None:
+        return "escapes the target folder (.. or a path through a link)"
+    if not parts and m.kind != "dir":
+        return "has an empty name"
+    if m.kind in ("symlink", "hardlink"):
+        target = m.target or ""
+        if _is_absolute(target):
+            return f"is a link to the absolute path {target!r}"
+        # Symlink targets are relative to the link's folder, hardlink targets to the archive root.
+        base = "/".join(parts[:-1]) if m.kind == "symlink" else ""
+        if _inside_parts(f"{base}/{target}", links) is None:
+            return f"is a link to {target!r}, outside the target folder"
+    return None
+
+
+def _is_absolute(name: str) -> bool:
+    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name))
+
+
+def _inside_parts(name: str, links: frozenset[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """Normalised path components, or None when the path climbs out or walks through a link.
+
+    Walking through a link member is refused because a lexical check cannot know where the
+    link really points (``a -> ..`` then ``a/../x`` looks inside but is not).
+    """
+    stack: list[str] = []
+    for part in re.split(r"[/\\]", name):
+        if part in ("", "."):
+            continue
+        if stack and tuple(stack) in links:
+            return None
+        if part == "..":
+            if not stack:
+                return None
+            stack.pop()
+        else:
+            stack.append(part)
+    return tuple(stack)
+
+
+def _check_space(archive: Path, dest: Path, members: Iterable[_Member]) -> None:
+    needed = sum(m.size for m in members)
+    free = shutil.disk_usage(dest.parent).free
+    if needed > free:
+        raise CxrbsError(
+            f"extracting {archive} needs {needed / 1e9:.1f} GB but {dest.parent} has only "
+            f"{free / 1e9:.1f} GB free: free space or extract it elsewhere and set path:"
+        )
+
+
+def _extract_into(handle: Any, kind: str, dest: Path, *, progress: bool) -> None:
+    tmp = dest.with_name(f".{dest.name}.extracting-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if kind == "zip":
+            for info in tqdm(handle.infolist(), desc=dest.name, unit="file", disable=not progress):
+                handle.extract(info, tmp)
+        else:
+            _extract_tar(handle, tmp, progress=progress)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _extract_tar(tf: tarfile.TarFile, tmp: Path, *, progress: bool) -> None:
+    extra: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    members = tqdm(tf.getmembers(), desc=tmp.name, unit="file", disable=not progress)
+    tf.extractall(tmp, members=members, **extra)
+
+
+# --------------------------------------------------------------------------- data set sources
+
+
+def materialize_source(
+    spec: Mapping[str, Any],
+    dest_dir: str | os.PathLike[str],
+    *,
+    name: str = "<name>",
+    progress: bool = True,
+) -> Path:
+    """Return the folder holding one data set's raw files, downloading/unpacking when needed.
+
+    ``spec`` is ``datasets.<name>`` from the config. Keys are used in the order ``path`` (the
+    user's own copy: a folder is used in place, an archive is unpacked into ``dest_dir/files``),
+    ``url`` (+ ``sha256``, ``filename``: saved in ``dest_dir/download``, unpacked into
+    ``dest_dir/files`` when it is an archive), then ``registration`` (data behind a sign-up:
+    raise, saying where to get it). A ``path`` therefore overrides the other two, which is
+    how a user supplies a manually downloaded copy. When an archive unpacks to a single
+    top-level folder, that folder is returned.
+    """
+    if not isinstance(spec, Mapping):
+        raise CxrbsError(
+            f"datasets.{name} in config/config.yaml must be a mapping with path:, url: or "
+            f"registration:, not {type(spec).__name__}"
+        )
+    dest_dir = Path(dest_dir)
+    if spec.get("path"):
+        return _from_path(spec["path"], dest_dir, name)
+    if spec.get("url"):
+        return _from_url(spec, dest_dir, name, progress=progress)
+    if spec.get("registration"):
+        raise CxrbsError(
+            f"data set {name} needs registration before it can be downloaded: "
+            f"{spec['registration']}. Then set datasets.{name}.path in config/config.yaml to "
+            f"the unpacked folder"
+        )
+    raise CxrbsError(
+        f"datasets.{name} in config/config.yaml has none of path:, url: or registration: set "
+        f"datasets.{name}.path to the folder holding the data"
+    )
+
+
+def _from_path(raw: Any, dest_dir: Path, name: str) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(str(raw))))
+    if path.is_dir():
+        return path
+    if not path.exists():
+        raise CxrbsError(
+            f"datasets.{name}.path in config/config.yaml points to {path} "
+            f"({path.absolute()}), which does not exist: fix the path"
+        )
+    if archive_kind(path) is None:
+        raise CxrbsError(
+            f"datasets.{name}.path points to {path}, which is neither a folder nor a zip/tar "
+            f"archive: set it to the unpacked folder"
+        )
+    return _extract_once(path, dest_dir / "files")
+
+
+def _from_url(spec: Mapping[str, Any], dest_dir: Path, name: str, *, progress: bool) -> Path:
+    url = str(spec["url"])
+    filename = str(spec.get("filename") or "")
+    if not filename:
+        filename = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    if not filename or filename in (".", "..") or re.search(r"[/\\]", filename):
+        raise CxrbsError(
+            f"cannot derive a file name from datasets.{name}.url ({url}): set "
+            f"datasets.{name}.filename in config/config.yaml"
+        )
+    try:
+        target = fetch_url(
+            url, dest_dir / "download" / filename, spec.get("sha256"), progress=progress
+        )
+    except CxrbsError as exc:
+        raise CxrbsError(f"data set {name}: {exc}") from exc
+    if archive_kind(target) is None:
+        return target.parent
+    return _extract_once(target, dest_dir / "files")
+
+
+def _extract_once(archive: Path, out: Path) -> Path:
+    """Unpack ``archive`` into ``out`` unless an earlier run already unpacked this same file.
+
+    A stamp beside ``out`` records which archive (path, size, mtime) produced it; a folder
+    without a stamp was not made here and is never deleted.
+    """
+    stamp_path = out.with_name(f".{out.name}.source.json")
+    st = archive.stat()
+    stamp = {"archive": str(archive.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    previous = _read_stamp(stamp_path)
+    if out.is_dir() and previous == {**stamp, "done": True}:
+        return _data_root(out)
+    if out.exists():
+        if previous is None:
+            raise CxrbsError(
+                f"{out} exists but was not unpacked by cxrbs from {archive}: delete it and run "
+                f"again"
+            )
+        shutil.rmtree(out)
+    write_json(stamp_path, {**stamp, "done": False})
+    safe_extract(archive, out)
+    write_json(stamp_path, {**stamp, "done": True})
+    return _data_root(out)
+
+
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _data_root(out: Path) -> Path:
+    """The single top-level folder of an archive, else ``out``; macOS zip litter ignored."""
+    litter = ("__MACOSX", ".DS_Store")
+    entries = [p for p in out.iterdir() if p.name not in litter and not p.name.startswith("._")]
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        return entries[0]
+    return out

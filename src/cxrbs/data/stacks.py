@@ -1,0 +1,100 @@
+"""Prepared image stacks: every data set read, preprocessed once, and kept as one uint16 array.
+
+``images.npy`` has shape ``(N, C, S, S)``: C = 1 for single images, 2 for pairs (source, target).
+Row ``i`` of the manifest is stack index ``i``. uint16 keeps 4500 augmented 256² pairs at
+1.2 GB instead of 2.4 GB as float32, and ``np.load(mmap_mode="r")`` streams it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cxrbs.core.atomic import atomic_path, ensure_dir, open_memmap
+from cxrbs.core.errors import CxrbsError
+from cxrbs.data.io import DEFAULT_MAX_PIXELS, read_image
+from cxrbs.data.manifests import _display
+from cxrbs.data.preprocess import PAIR_MODES, check_options, preprocess, preprocess_pair, to_uint16
+
+log = logging.getLogger(__name__)
+
+
+def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: float = 1.0,
+                high_pct: float = 99.0, pair_stretch: str = "shared",
+                max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> Path:
+    """Read and preprocess every manifest row into ``out_path`` (written under a temporary name).
+
+    Options are checked before anything is read, so a config typo fails at once, not after
+    hours of decoding; the stack's disk space is reserved up front for the same reason.
+    """
+    out_path = Path(out_path)
+    size = _check_options(size, low_pct, high_pct, pair_stretch, max_pixels)
+    paired = "target_path" in manifest and manifest["target_path"].notna().any()
+    channels = 2 if paired else 1
+    ensure_dir(out_path.parent)
+    with atomic_path(out_path) as tmp:
+        stack = open_memmap(tmp, np.uint16, (len(manifest), channels, size, size))
+        rows = manifest.itertuples(index=False)
+        for i, row in enumerate(tqdm(rows, total=len(manifest), desc=f"preprocess {out_path.parent.name}",
+                                     disable=not progress, unit="img")):
+            source = read_image(row.image_path, max_pixels=max_pixels)
+            if paired:
+                target = read_image(row.target_path, max_pixels=max_pixels)
+                if source.shape != target.shape:
+                    raise CxrbsError(
+                        f"pair {_display(str(row.pair_id))}: source {_display(row.image_path)} "
+                        f"is {source.shape[1]}x{source.shape[0]} but target "
+                        f"{_display(row.target_path)} is {target.shape[1]}x{target.shape[0]}; "
+                        "paired images must have the same size"
+                    )
+                s, t = preprocess_pair(source, target, size, low_pct=low_pct, high_pct=high_pct,
+                                       mode=pair_stretch, name=_display(str(row.pair_id)))
+                stack[i, 0] = to_uint16(s)
+                stack[i, 1] = to_uint16(t)
+            else:
+                stack[i, 0] = to_uint16(preprocess(source, size, low_pct=low_pct, high_pct=high_pct))
+        stack.flush()
+        del stack
+    log.info("wrote %s (%d images, %d channel(s), %dx%d)", out_path, len(manifest), channels, size, size)
+    return out_path
+
+
+def _check_options(size: int, low_pct: float, high_pct: float, pair_stretch: str,
+                   max_pixels: int) -> int:
+    """Name the config key of a wrong value; returns ``size`` as a plain int."""
+    check_options(size, low_pct, high_pct)
+    if pair_stretch not in PAIR_MODES:
+        raise CxrbsError(f"preprocess.pair_stretch {pair_stretch!r} is unknown: use one of "
+                         f"{', '.join(PAIR_MODES)}")
+    is_int = isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, bool)
+    if not is_int or max_pixels < 1:
+        raise CxrbsError(f"max_image_pixels must be a positive integer, got {max_pixels!r}")
+    return int(size)
+
+
+def load_stack(path: Path | str) -> np.ndarray:
+    """Memory-map a stack; a missing or foreign file gives a message naming the rule that makes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CxrbsError(f"{path} is missing; run the workflow's data stage first (snakemake {path})")
+    try:
+        stack = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise CxrbsError(f"{path} is not a readable .npy stack ({exc}); delete it and rerun") from exc
+    if stack.dtype != np.uint16 or stack.ndim != 4:
+        raise CxrbsError(f"{path} has dtype {stack.dtype} and shape {stack.shape}; expected uint16 (N,C,S,S)")
+    return stack
+
+
+def read_manifest(path: Path | str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise CxrbsError(f"manifest {path} is missing; run the workflow's data stage first")
+    frame = pd.read_csv(path, dtype={"patient_id": str, "pair_id": str})
+    if "index" not in frame or "patient_id" not in frame:
+        raise CxrbsError(f"{path} is not a cxrbs manifest (needs columns index, patient_id)")
+    return frame

@@ -1,0 +1,1 @@
+"""Presenting results: figures drawn from declared inputs and the self-contained HTML report."""
