@@ -27,6 +27,7 @@ test: install
 
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/mypy
 
 dryrun: install
 	$(BIN)/snakemake -n --configfile config/demo.yaml
