@@ -1,0 +1,114 @@
+"""Bone-suppression models shipped inside the package, so users can suppress without JSRT access.
+
+Each bundled model is a checkpoint in the one cxrbs format beside a model card (Markdown) and an
+entry in ``cxrbs/bundled/models.json`` holding its sha256 and the card's headline figures. The
+checksum is verified on every load: a corrupt or tampered weight file fails with one line naming
+the file and both checksums, never with a traceback from the unpickler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrbs.core.errors import CxrbsError
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
+INDEX_NAME = "models.json"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One entry of the bundled-model index."""
+
+    name: str
+    weights: Path
+    sha256: str
+    card: Path
+    default: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def _index(directory: Path) -> dict[str, Any]:
+    path = directory / INDEX_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CxrbsError(f"bundled model index {path} is unreadable ({exc}): reinstall cxrbs") from exc
+    if not isinstance(data, dict):
+        raise CxrbsError(f"bundled model index {path} is not a JSON object: reinstall cxrbs")
+    return data
+
+
+def list_bundled(directory: Path = BUNDLED_DIR) -> list[BundledModel]:
+    """Every bundled model, default first."""
+    models = []
+    for name, entry in sorted(_index(directory).items()):
+        try:
+            models.append(BundledModel(
+                name=name, weights=directory / str(entry["file"]), sha256=str(entry["sha256"]),
+                card=directory / str(entry["card"]), default=bool(entry.get("default", False)),
+                figures=dict(entry.get("figures", {})),
+                description=str(entry.get("description", "")),
+            ))
+        except (KeyError, TypeError) as exc:
+            raise CxrbsError(f"bundled model {name!r} in {directory / INDEX_NAME} lacks {exc}: "
+                             "reinstall cxrbs") from exc
+    return sorted(models, key=lambda m: (not m.default, m.name))
+
+
+def default_bundled(directory: Path = BUNDLED_DIR) -> BundledModel | None:
+    models = list_bundled(directory)
+    return models[0] if models else None
+
+
+def get_bundled(name: str, directory: Path = BUNDLED_DIR) -> BundledModel:
+    models = {m.name: m for m in list_bundled(directory)}
+    if name not in models:
+        known = ", ".join(models) or "none"
+        raise CxrbsError(f"no bundled model named {name!r} (bundled: {known}); "
+                         "`cxrbs models` lists them")
+    return models[name]
+
+
+def is_bundled_name(value: str | Path, directory: Path = BUNDLED_DIR) -> bool:
+    return str(value) in {m.name for m in list_bundled(directory)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_weights(model: BundledModel) -> Path:
+    """The weight file, after checking it exists and its sha256 is the one recorded at release."""
+    if not model.weights.is_file():
+        raise CxrbsError(f"bundled model file {model.weights} is missing: reinstall cxrbs")
+    actual = file_sha256(model.weights)
+    if actual != model.sha256:
+        raise CxrbsError(
+            f"bundled model file {model.weights} fails its checksum (sha256 {actual}, expected "
+            f"{model.sha256}): the file is corrupt or was altered; reinstall cxrbs"
+        )
+    return model.weights
+
+
+def describe(model: BundledModel) -> str:
+    """One paragraph for `cxrbs models`: name, what it is, the card's headline figures."""
+    lines = [f"{model.name}{'  (default)' if model.default else ''}"]
+    if model.description:
+        lines.append(f"  {model.description}")
+    for key, value in model.figures.items():
+        lines.append(f"  {key}: {value}")
+    lines.append(f"  weights: {model.weights}  sha256 {model.sha256[:16]}…")
+    lines.append(f"  model card: {model.card}")
+    return "\n".join(lines)
