@@ -13,7 +13,7 @@ from typing import Any
 
 from cxrbs.core.atomic import write_json
 from cxrbs.data.download import materialize_source
-from cxrbs.data.phantoms import write_layout
+from cxrbs.data.phantom_layouts import write_layout
 
 log = logging.getLogger(__name__)
 
