@@ -75,7 +75,8 @@ def safe_extract(
     try:
         opener = zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive)
         with opener as handle:
-            members = _zip_members(handle) if kind == "zip" else _tar_members(handle)
+            members = (_zip_members(handle) if isinstance(handle, zipfile.ZipFile)
+                       else _tar_members(handle))
             _check_members(archive, members)
             _check_space(archive, dest, members)
             _extract_into(handle, kind, dest, progress=progress)

@@ -62,7 +62,7 @@ def draw_anatomy(rng: np.random.Generator, size: int) -> Anatomy:
     heart_r = (rng.uniform(0.16, 0.185) * sw, rng.uniform(0.21, 0.25))
     heart = _ellipse(x, y, heart_c, heart_r, edge)
     knob = _ellipse(x, y, (cx + 0.045, apex + 0.17), (0.035, 0.03), edge)
-    lungs = np.zeros((size, size), np.float32)
+    lungs: np.ndarray = np.zeros((size, size), np.float32)
     for side, drop in ((-1, -0.012), (1, 0.012)):  # patient's right hemidiaphragm sits higher
         lungs = np.maximum(lungs, _lung(x, y, cx, side, apex, base + drop, lat, edge, rng))
     lungs = lungs * (1.0 - heart) * (1.0 - knob)
