@@ -74,7 +74,8 @@ def is_dicom(path: PathArg) -> bool:
 
 @contextlib.contextmanager
 def _open_raster(path: Path) -> Iterator[Image.Image]:
-    """Open lazily: Pillow parses only the header here, pixels are decoded on first access."""
+    """The gate before decoding: Pillow, restricted to PNG/JPEG/TIFF, parses only the header,
+    so size, frame count and mode are checked before imageio decodes a single pixel."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check ourselves
@@ -112,7 +113,8 @@ def _decode_raster(path: Path, mode: str) -> np.ndarray:
         raise fail(path, f"unsupported Pillow pixel mode {mode!r}: save it as grayscale")
     try:
         # A file handle, not a name: imageio would take a name that looks like a URL for one.
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size checked
             return np.asarray(iio.imread(fh, plugin="pillow", index=0,
                                          mode=_CONVERT_MODES.get(mode)))
     except MemoryError:
@@ -260,4 +262,7 @@ def write_png(path: PathArg, img: np.ndarray, bits: int = 8) -> None:
     dtype, scale = (np.uint8, 255.0) if bits == 8 else (np.uint16, 65535.0)
     stored = np.round(unit * scale).astype(dtype)
     with atomic_path(as_path(path)) as tmp:
-        iio.imwrite(tmp, stored, plugin="pillow", extension=".png")
+        # Our own handle: imageio then never closes (and flushes) a file of its own later, from
+        # a destructor, where a full disk would print "Exception ignored" instead of our error.
+        with open(tmp, "wb") as fh:
+            iio.imwrite(fh, stored, plugin="pillow", extension=".png")
