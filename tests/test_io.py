@@ -12,7 +12,7 @@ from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from cxrbs.data import io
+from cxrbs.data import dicom, io
 from cxrbs.core.errors import CxrbsError
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -294,7 +294,7 @@ def test_missing_decoder_names_package(tmp_path: Path, monkeypatch: pytest.Monke
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0"]
 
-    monkeypatch.setattr(io, "get_decoder", lambda uid: NoDecoder())
+    monkeypatch.setattr(dicom, "get_decoder", lambda uid: NoDecoder())
     message = expect_error(path, "j2k.dcm")
     assert "pylibjpeg-openjpeg" in message and "JPEG 2000" in message
 

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbs.data.stacks import load_stack, read_manifest
+from cxrbs.data.stacks import read_manifest, read_stack
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 from cxrbs.bs.metrics import evaluate_pairs, summarize
-from cxrbs.data.preprocess import from_uint16
 from cxrbs.bs.train import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
@@ -43,19 +42,20 @@ def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_
 
 def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list[str]]:
     """A prepared paired test set (uint16 stack + manifest) or the held-out validation pairs
-    of the training set (float32 ``val.npy`` + ``split.csv``)."""
-    if Path(manifest_path).name == "split.csv":
-        split = pd.read_csv(manifest_path, dtype={"pair_id": str})
-        names = split.loc[split["split"] == "val", "pair_id"].astype(str).tolist()
-        pairs = np.load(stack_path, mmap_mode="r")
-        if len(names) != len(pairs):
-            raise CxrbsError(f"{stack_path} has {len(pairs)} pairs but {manifest_path} lists {len(names)}")
-        return np.asarray(pairs, dtype=np.float32), names
-    stack = load_stack(stack_path)
-    if stack.shape[1] != 2:
+    of the training set (float32 ``val.npy`` + ``split.csv``); ``read_stack`` converts either
+    by its dtype, and the names come from whichever table describes the rows."""
+    pairs = read_stack(stack_path)
+    if pairs.shape[1] != 2:
         raise CxrbsError(f"{stack_path} is not a paired test set (source and target)")
-    names = read_manifest(manifest_path)["pair_id"].astype(str).tolist()
-    return from_uint16(np.asarray(stack)), names
+    table = pd.read_csv(manifest_path, dtype={"pair_id": str})
+    if "split" in table:  # split.csv of cxrbs.bs.pairs: the validation rows, in order
+        table = table[table["split"] == "val"]
+    else:
+        table = read_manifest(manifest_path)
+    names = table["pair_id"].astype(str).tolist()
+    if len(names) != len(pairs):
+        raise CxrbsError(f"{stack_path} has {len(pairs)} pairs but {manifest_path} lists {len(names)}")
+    return pairs, names
 
 
 def summarize_evaluations(frames: list[pd.DataFrame]) -> pd.DataFrame:

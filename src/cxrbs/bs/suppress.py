@@ -21,20 +21,19 @@ import pandas as pd
 from skimage.transform import resize
 from tqdm import tqdm
 
-from cxrbs.core.atomic import atomic_path, open_memmap, write_csv
+from cxrbs.core.atomic import atomic_path, open_memmap, remove_stale_temps, write_csv
 from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
-from cxrbs.data.io import SUPPORTED_SUFFIXES, is_dicom, read_image, write_dicom_derived, write_png
+from cxrbs.data.files import IMAGE_SUFFIXES as SUPPORTED_SUFFIXES
+from cxrbs.data.files import walk_images
+from cxrbs.data.io import is_dicom, read_image, write_dicom_derived, write_png
 from cxrbs.data.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
 from cxrbs.bs.train import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("png", "dicom")
-# Files often found beside images that are certainly not DICOM: not worth opening.
-_NOT_IMAGES = frozenset({".txt", ".csv", ".json", ".md", ".xml", ".yaml", ".yml", ".zip", ".gz",
-                         ".pt", ".npy", ".html", ".pdf"})
 
 
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
@@ -104,22 +103,19 @@ def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
     return default
 
 
-def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
+def iter_inputs(inputs: Iterable[Path], *, exclude: Iterable[Path] = ()) -> Iterator[Path]:
     """Files as given; folders expanded (recursively) to their image files, sorted.
 
     In folders, DICOM files named by UID (no image suffix) are found by their 'DICM' marker;
     hidden files are skipped: they are OS litter or half-written temporaries (ours included).
+    Folders in ``exclude`` (the command's output folder) are never entered, so outputs written
+    inside an input folder are not read back as inputs by the next run.
     """
+    exclude = list(exclude)
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            yield from sorted(
-                p for p in item.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-                and (p.suffix.lower() in SUPPORTED_SUFFIXES
-                     or (p.suffix.lower() not in _NOT_IMAGES and is_dicom(p)))
-            )
+            yield from sorted(walk_images(item, exclude=exclude))
         elif item.exists():
             yield item
         else:
@@ -155,7 +151,7 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[P
     plan: list[tuple[Path, Path]] = []
     for item in inputs:
         item = Path(item)
-        files = list(iter_inputs([item]))
+        files = list(iter_inputs([item], exclude=[outdir]))
         for path in files:
             rel = path.relative_to(item).parent if item.is_dir() else Path()
             plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
@@ -183,6 +179,8 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     plan = _output_plan(inputs, outdir, fmt)
     if not plan:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
+    for folder in sorted({target.parent for _, target in plan}):
+        remove_stale_temps(folder)  # hidden partial outputs of an earlier run that was killed
     model, meta = load_bs_model(model_path, device=device)
     size = size or model_image_size(meta)
     description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"

@@ -1,5 +1,10 @@
 """Write-then-rename helpers, so a crash never leaves a half-written file under its final name.
 
+The temporary file and its folder are fsynced before and after the rename, so after a power
+loss the final name holds either the old or the complete new file. The rename never replaces
+anything but a regular file: a device (``-o /dev/null``), a FIFO or a folder given as an output
+is refused with one line, since renaming over ``/dev/full`` would replace the device itself.
+
 A process killed mid-write (SIGKILL, OOM killer, node failure) cannot delete its temporary file;
 ``ensure_dir`` removes such leftovers the next time a job prepares the folder, and only those of
 dead processes on this host, so a concurrent writer on another node of a shared file system
@@ -15,7 +20,8 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +92,76 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def check_replaceable(final: str | os.PathLike[str]) -> None:
+    """Refuse a final path that exists and is not a regular file (symbolic links are followed:
+    a link to a regular file is replaced as before, a link to a device is refused)."""
+    try:
+        st = os.stat(final)
+    except OSError:
+        return  # missing (or a dangling link): nothing to lose
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+            or stat.S_ISBLK(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+    raise CxrbsError(f"output {final} exists and is {kind}, not a file: refusing to replace it; "
+                     "give the path of a regular file to write")
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike[str],
+                              inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output path that is one of the inputs (same file, by any name or link)."""
+    out = Path(output)
+    out_resolved = out.resolve()
+    for item in inputs:
+        src = Path(item)
+        same = src.resolve() == out_resolved
+        if not same and out.exists() and src.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(src, out)
+        if same:
+            raise CxrbsError(f"output {out} is also an input ({src}): refusing to overwrite an "
+                             "input; choose another output path")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written temporary to disk; only regular files (a test may link it to a device)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; some file systems cannot fsync a folder: not an error."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success rename it onto ``final``, on failure delete it."""
+    """Yield a temporary sibling path; on success fsync and rename it onto ``final``, on failure
+    (or interrupt) delete it. ``final`` must not exist or be a regular file."""
     final = Path(final)
+    check_replaceable(final)  # before any work: a refused output costs nothing
     _mkdir(final.parent)
     tmp = temp_path(final)
     try:
         yield tmp
+        _fsync_file(tmp)
+        check_replaceable(final)  # it may have appeared while we wrote
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
     except OSError as exc:
         _unlink_quietly(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -1,4 +1,5 @@
-"""What every workflow script shares: logging into the rule's log file and one-line user errors."""
+"""What every workflow script shares: logging into the rule's log file, one-line user errors, and
+SIGTERM (a cancelled job) as a clean interrupt that removes partial outputs (exit 143)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.signals import EXIT_SIGTERM, MESSAGE, Terminated, install_sigterm_handler
 
 
 def configure_logging(log_file: str | None = None, level: int = logging.INFO) -> None:
@@ -20,8 +22,10 @@ def configure_logging(log_file: str | None = None, level: int = logging.INFO) ->
 
 
 def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
-    """Run ``main(snakemake)``; a CxrbsError becomes one clear line in the log and exit status 1."""
+    """Run ``main(snakemake)``; a CxrbsError becomes one clear line in the log and exit status 1,
+    a SIGTERM one line and exit status 143 after the temporaries were removed."""
     configure_logging(snakemake.log[0] if snakemake.log else None)
+    install_sigterm_handler()
     if getattr(snakemake, "threads", None):
         import torch
 
@@ -31,3 +35,6 @@ def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
     except CxrbsError as exc:
         logging.getLogger("cxrbs").error("%s", exc)
         sys.exit(1)
+    except Terminated:
+        logging.getLogger("cxrbs").error("%s", MESSAGE)
+        sys.exit(EXIT_SIGTERM)

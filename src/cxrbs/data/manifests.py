@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.data.files import IGNORED_NAMES, IMAGE_SUFFIXES, is_image_name, walk_files
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"}
-#: Files that archives and operating systems leave beside images; never data.
-IGNORED_NAMES = {"thumbs.db", ".ds_store", "desktop.ini"}
+__all__ = ["COLUMNS", "DEFAULT_EXCLUDE_DIRS", "IGNORED_NAMES", "IMAGE_SUFFIXES", "build_manifest"]
+
 #: Sub-folders of the NLM TB zips (lung masks, Mac resource forks) that hold non-radiographs.
 DEFAULT_EXCLUDE_DIRS = ("ManualMask", "leftMask", "rightMask", "__MACOSX", "mask", "masks")
 COLUMNS = ["image_path", "target_path", "patient_id", "label", "pair_id"]
@@ -49,16 +49,8 @@ def _names(names: list[str]) -> list[str]:
 
 
 def _walk_images(root: Path, exclude_dirs: Iterable[str]) -> list[Path]:
-    excluded = {d.lower() for d in exclude_dirs}
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() not in excluded and not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.lower() in IGNORED_NAMES:
-                continue
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
+    """Image files by suffix (names carry the labels here, so no DICOM sniffing), walk order."""
+    return [p for p in walk_files(root, exclude_dirs=exclude_dirs) if is_image_name(p)]
 
 
 def _require_dir(root: Path, what: str) -> Path:
@@ -141,34 +133,28 @@ def class_folder_manifest(root: Path, *, classes: dict[str, int], patient_regex:
     root = _require_dir(Path(root), "class-folder data set")
     wanted = {name.lower(): int(label) for name, label in classes.items()}
     regex = re.compile(patient_regex) if patient_regex else None
-    excluded = {d.lower() for d in exclude_dirs}
     rows = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() not in excluded and not d.startswith("."))
-        folder = Path(dirpath)
+    for path in walk_files(root, exclude_dirs=exclude_dirs):
+        folder = path.parent
         label = wanted.get(folder.name.lower())
         if label is None:
             continue
-        for name in sorted(filenames):
-            path = folder / name
-            if name.startswith(".") or name.lower() in IGNORED_NAMES:
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if not is_image_name(path):
+            raise CxrbsError(
+                f"unknown file {_display(path)} in class folder {_display(folder)}: only images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}) belong there; move it out"
+            )
+        patient = path.stem
+        if regex is not None:
+            m = regex.search(path.stem)
+            if not m:
                 raise CxrbsError(
-                    f"unknown file {_display(path)} in class folder {_display(folder)}: only images "
-                    f"({', '.join(sorted(IMAGE_SUFFIXES))}) belong there; move it out"
+                    f"file {_display(path)} does not match patient_regex {regex.pattern!r}; "
+                    "fix the file name or the dataset's patient_regex in the config"
                 )
-            patient = path.stem
-            if regex is not None:
-                m = regex.search(path.stem)
-                if not m:
-                    raise CxrbsError(
-                        f"file {_display(path)} does not match patient_regex {regex.pattern!r}; "
-                        "fix the file name or the dataset's patient_regex in the config"
-                    )
-                patient = m.group(1)
-            rows.append({"image_path": str(path), "target_path": pd.NA, "patient_id": patient,
-                         "label": label, "pair_id": pd.NA})
+            patient = m.group(1)
+        rows.append({"image_path": str(path), "target_path": pd.NA, "patient_id": patient,
+                     "label": label, "pair_id": pd.NA})
     if not rows:
         raise CxrbsError(
             f"no images in class folders {sorted(wanted)} under {_display(root)}; "

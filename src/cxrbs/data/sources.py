@@ -13,7 +13,7 @@ from typing import Any
 
 from cxrbs.core.atomic import write_json
 from cxrbs.data.download import materialize_source
-from cxrbs.data.phantoms import write_layout
+from cxrbs.data.phantom_layouts import write_layout
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def prepare_source(name: str, spec: dict[str, Any], record: Path, *, seed: int,
         root = write_layout(syn["kind"], dest_dir / "files", int(syn["n"]),
                             size=int(syn.get("size", 256)), seed=seed,
                             severity=float(syn.get("severity", 1.0)))
-        origin = f"synthetic phantoms ({syn['kind']}, n={syn['n']}, seed={seed})"
+        origin: str | None = f"synthetic phantoms ({syn['kind']}, n={syn['n']}, seed={seed})"
     else:
         root = materialize_source(spec, dest_dir, name=name, progress=progress)
         origin = spec.get("url") or spec.get("path")

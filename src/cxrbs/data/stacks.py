@@ -1,8 +1,18 @@
-"""Prepared image stacks: every data set read, preprocessed once, and kept as one uint16 array.
+"""Image stacks: every data set read, preprocessed once, and kept as one ``.npy`` array.
 
-``images.npy`` has shape ``(N, C, S, S)``: C = 1 for single images, 2 for pairs (source, target).
-Row ``i`` of the manifest is stack index ``i``. uint16 keeps 4500 augmented 256² pairs at
-1.2 GB instead of 2.4 GB as float32, and ``np.load(mmap_mode="r")`` streams it.
+Two kinds of stack exist, told apart by their dtype (never by a neighbouring file's name):
+
+- *Prepared stacks*, uint16 (``results/data/<set>/images.npy``, the TB stacks after bone
+  suppression): shape ``(N, C, S, S)``, C = 1 for single images, 2 for pairs (source, target);
+  row ``i`` of the manifest is stack index ``i``. ``to_uint16``/``from_uint16`` convert; uint16
+  keeps 4500 256² pairs at 1.2 GB instead of 2.4 GB and ``np.load(mmap_mode="r")`` streams it.
+- *Training pairs*, float32 in [0,1] (``results/bs/data/train.npy`` and ``val.npy`` from
+  ``cxrbs.bs.pairs``): shape ``(N, 2, S, S)``. The augmented pairs stay float32 because the
+  augmentation's interpolated values would lose their sub-uint16 detail; rows are described by
+  ``split.csv`` (validation rows in order), not by a manifest.
+
+``load_stack`` opens a prepared (uint16) stack; ``read_stack`` reads either kind as float32 in
+[0,1], choosing the conversion by the stored dtype.
 """
 
 from __future__ import annotations
@@ -18,7 +28,14 @@ from cxrbs.core.atomic import atomic_path, ensure_dir, open_memmap
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.io import DEFAULT_MAX_PIXELS, read_image
 from cxrbs.data.manifests import _display
-from cxrbs.data.preprocess import PAIR_MODES, check_options, preprocess, preprocess_pair, to_uint16
+from cxrbs.data.preprocess import (
+    PAIR_MODES,
+    check_options,
+    from_uint16,
+    preprocess,
+    preprocess_pair,
+    to_uint16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +105,28 @@ def load_stack(path: Path | str) -> np.ndarray:
     if stack.dtype != np.uint16 or stack.ndim != 4:
         raise CxrbsError(f"{path} has dtype {stack.dtype} and shape {stack.shape}; expected uint16 (N,C,S,S)")
     return stack
+
+
+#: Stored dtypes ``read_stack`` accepts, and what each is.
+STACK_KINDS = {np.dtype(np.uint16): "prepared stack (uint16)",
+               np.dtype(np.float32): "training pairs (float32 in [0,1])"}
+
+
+def read_stack(path: Path | str) -> np.ndarray:
+    """Either kind of stack as float32 (N,C,S,S) in [0,1], converted by its stored dtype."""
+    path = Path(path)
+    if not path.is_file():
+        raise CxrbsError(f"{path} is missing; run the workflow's data stage first (snakemake {path})")
+    try:
+        stack = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise CxrbsError(f"{path} is not a readable .npy stack ({exc}); delete it and rerun") from exc
+    if stack.dtype not in STACK_KINDS or stack.ndim != 4:
+        raise CxrbsError(f"{path} has dtype {stack.dtype} and shape {stack.shape}; expected a "
+                         "uint16 prepared stack or float32 training pairs, shape (N,C,S,S)")
+    if stack.dtype == np.uint16:
+        return from_uint16(np.asarray(stack))
+    return np.asarray(stack, dtype=np.float32)
 
 
 def read_manifest(path: Path | str) -> pd.DataFrame:
