@@ -25,6 +25,7 @@ from cxrbs.core.atomic import atomic_path, open_memmap, write_csv
 from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
+from cxrbs.core.progress import progress_iter
 from cxrbs.data.io import SUPPORTED_SUFFIXES, is_dicom, read_image, write_dicom_derived, write_png
 from cxrbs.data.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
 from cxrbs.bs.train import load_bs_model, predict_images
@@ -145,17 +146,23 @@ def _stem(path: Path) -> str:
     return path.stem if path.suffix.lower() in SUPPORTED_SUFFIXES else path.name
 
 
-def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[Path, Path]]:
+def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str,
+                 exclude: Iterable[Path] = ()) -> list[tuple[Path, Path]]:
     """(input, output) pairs; files found in a folder keep their sub-folder below ``outdir``.
+
+    Files below an ``exclude`` folder (the output folder, when it lies inside an input folder)
+    are not inputs: a second run must not suppress its own results again (NAME_bs_bs.png).
 
     Two inputs that would land on one output name are refused up front: silently overwriting
     one patient's result with another's is worse than stopping.
     """
     suffix = ".dcm" if fmt == "dicom" else ".png"
     plan: list[tuple[Path, Path]] = []
+    skip = [Path(e).resolve() for e in exclude]
     for item in inputs:
         item = Path(item)
-        files = list(iter_inputs([item]))
+        files = [p for p in iter_inputs([item])
+                 if not any(p.resolve().is_relative_to(e) for e in skip)]
         for path in files:
             rel = path.relative_to(item).parent if item.is_dir() else Path()
             plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
@@ -170,7 +177,7 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[P
 
 def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",
                    full_resolution: bool = True, size: int | None = None, progress: bool = True,
-                   device: str = "cpu",
+                   device: str = "cpu", exclude: Iterable[Path] = (),
                    on_error: Callable[[Path, CxrbsError], None] | None = None) -> list[Path]:
     """Stream files through the model one at a time (memory stays flat over thousands).
 
@@ -180,14 +187,14 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     if fmt not in OUTPUT_FORMATS:
         raise CxrbsError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     outdir = Path(outdir)
-    plan = _output_plan(inputs, outdir, fmt)
+    plan = _output_plan(inputs, outdir, fmt, exclude)
     if not plan:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
     model, meta = load_bs_model(model_path, device=device)
     size = size or model_image_size(meta)
     description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"
     written = []
-    for path, target in tqdm(plan, desc="suppress", disable=not progress, unit="img"):
+    for path, target in progress_iter(plan, desc="suppress", bar=progress, unit="image"):
         try:
             if fmt == "dicom" and not is_dicom(path):
                 raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
