@@ -1,4 +1,5 @@
 # Config validation, resource scopes and the small input functions the rules share.
+import os
 import zlib
 
 from snakemake.utils import validate
@@ -6,9 +7,12 @@ from snakemake.utils import validate
 from cxrbs.core.config import check_config
 from cxrbs.core.errors import CxrbsError
 
-# One readable line per problem first (naming the key), then Snakemake's validation fills defaults.
+# One readable line per problem first (naming the key and the config file actually used), then
+# Snakemake's validation fills defaults. Jobs name the same file (cxrbs.data.download).
+CONFIG_FILES = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles)]
+os.environ["CXRBS_CONFIG_FILES"] = ", ".join(CONFIG_FILES) or "config/config.yaml"
 try:
-    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES)
 except CxrbsError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
