@@ -118,10 +118,20 @@ def check_number(flag: str, value: Any, rule: dict[str, Any], fix: str = "") -> 
 def check_numbers(command: str, args: argparse.Namespace) -> None:
     """Every numeric option of ``command`` against its config key's schema rule."""
     for dest, key in SCHEMA_KEYS.get(command, {}).items():
-        rule = {**schema_rule(key), **EXTRA_LIMITS.get(dest, {})}
-        check_number(flag_name(dest), getattr(args, dest, None), rule)
+        check_number(flag_name(dest), getattr(args, dest, None), _stricter(schema_rule(key), dest))
     if command == "phantoms":
         check_number("--n", args.n, {"type": "integer", **EXTRA_LIMITS["n"]})
+
+
+def _stricter(rule: dict[str, Any], dest: str) -> dict[str, Any]:
+    """The schema's rule, narrowed (never widened) by the command line's extra limits."""
+    out = dict(rule)
+    for bound, value in EXTRA_LIMITS.get(dest, {}).items():
+        if bound not in out:
+            out[bound] = value
+        else:
+            out[bound] = max(out[bound], value) if bound == "minimum" else min(out[bound], value)
+    return out
 
 
 def check_device(value: str) -> None:
