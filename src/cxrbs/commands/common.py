@@ -29,6 +29,11 @@ _CLI_WORDING = {
     " (or set source_dir/target_dir in the config)": "",
     "lower crop_size or set it to null": "lower --crop-size or leave it out (whole images)",
     "downscale it or raise the config key max_image_pixels": "downscale it first",
+    "check the dataset's classes mapping in the config": "check --classes (folder names)",
+    "fix the file name or the dataset's patient_regex in the config":
+        "fix the file name or --patient-regex",
+    "does not match patient_regex": "does not match --patient-regex",
+    "check the path in your config": "check the path",
 }
 
 
