@@ -92,7 +92,8 @@ def test_workflow_names_the_key_and_the_config_file(tmp_path: Path) -> None:
 
 def test_data_set_messages_name_the_config_file_in_use(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxrbs.data.download import CONFIG_FILES_ENV, materialize_source
+    from cxrbs.core.config import CONFIG_FILES_ENV
+    from cxrbs.data.download import materialize_source
 
     monkeypatch.setenv(CONFIG_FILES_ENV, "other.yaml")
     with pytest.raises(CxrbsError) as info:

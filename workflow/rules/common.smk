@@ -1,18 +1,18 @@
 # Config validation, resource scopes and the small input functions the rules share.
-import os
 import zlib
 
 from snakemake.utils import validate
 
-from cxrbs.core.config import check_config
+from cxrbs.core.config import check_config, use_config_files
 from cxrbs.core.errors import CxrbsError
 
 # One readable line per problem first (naming the key and the config file actually used), then
 # Snakemake's validation fills defaults. Jobs name the same file (cxrbs.data.download).
 CONFIG_FILES = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles)]
-os.environ["CXRBS_CONFIG_FILES"] = ", ".join(CONFIG_FILES) or "config/config.yaml"
+use_config_files(CONFIG_FILES)
 try:
-    check_config(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES)
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES,
+                 deep=workflow.is_main_process)
 except CxrbsError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")

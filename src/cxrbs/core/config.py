@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,21 @@ from cxrbs.core.errors import CxrbsError
 # Shipped as package data, so a wheel install validates configs too; the workflow's
 # workflow/schemas/config.schema.yaml is a link to this file (one schema, no copies).
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
+
+
+#: The config file(s) the workflow runs with, for messages written inside jobs (environment
+#: variables reach job processes, locally and on a cluster).
+CONFIG_FILES_ENV = "CXRBS_CONFIG_FILES"
+
+
+def use_config_files(files: Sequence[str | Path]) -> None:
+    """Called by the workflow at start: later messages name these files, not the default."""
+    os.environ[CONFIG_FILES_ENV] = ", ".join(map(str, files)) or "config/config.yaml"
+
+
+def config_file_name() -> str:
+    """The config file a message should point at: the one given (--configfile), if known."""
+    return os.environ.get(CONFIG_FILES_ENV) or "config/config.yaml (or your --configfile)"
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -42,10 +58,14 @@ def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
 
 
 def check_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH,
-                 config_files: Sequence[str | Path] = ()) -> None:
-    """Schema first; only a config of the right shape is checked for the deeper mistakes."""
+                 config_files: Sequence[str | Path] = (), *, deep: bool = True) -> None:
+    """Schema first; only a config of the right shape is checked for the deeper mistakes.
+
+    ``deep=False`` skips :func:`semantic_problems` (it imports torch): the workflow's job
+    processes pass it, since the main process has checked the same config before any job.
+    """
     problems = config_problems(config, load_schema(schema_path))
-    if not problems:
+    if not problems and deep:
         problems = semantic_problems(config)
     if problems:
         where = f" in {', '.join(map(str, config_files))}" if config_files else ""

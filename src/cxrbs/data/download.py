@@ -31,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cxrbs.core.atomic import ensure_dir, write_json
+from cxrbs.core.config import config_file_name as _config_file
 from cxrbs.core.errors import CxrbsError
 
 __all__ = ["fetch_url", "sha256_file", "safe_extract", "materialize_source", "archive_kind"]
@@ -38,15 +39,6 @@ __all__ = ["fetch_url", "sha256_file", "safe_extract", "materialize_source", "ar
 MIN_DIGEST_PREFIX = 8
 _USER_AGENT = "cxrbs/0.1 (python urllib; chest X-ray bone suppression workflow)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
-#: Set by workflow/rules/common.smk to the config file(s) actually used (--configfile).
-CONFIG_FILES_ENV = "CXRBS_CONFIG_FILES"
-
-
-def _config_file() -> str:
-    """The config file a message should point at: the one given, not always the default."""
-    return os.environ.get(CONFIG_FILES_ENV) or "config/config.yaml (or your --configfile)"
-
-
 def _manual_hint() -> str:
     return f"download it manually, unpack it, and set path: for this data set in {_config_file()}"
 
