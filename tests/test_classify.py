@@ -182,7 +182,7 @@ def test_fine_tuning_starts_from_the_checkpoint(trained, data, tmp_path: Path) -
     out, _ = trained
     imgs, y, ids = data
     source, _ = load_classifier(out / "model.pt")
-    cfg = config(epochs=1, lr=1e-12, weight_decay=0.0, val_fraction=0.5, seed=7)
+    cfg = config(epochs=1, lr=1e-12, weight_decay=0.0, val_fraction=0.45, seed=7)
     summary = train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path,
                                init_checkpoint=out / "model.pt", progress=False)  # fmt: skip
     assert summary["init"] == f"checkpoint:{out / 'model.pt'}"

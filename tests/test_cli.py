@@ -376,12 +376,12 @@ def test_train_cls_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str
     capsys.readouterr()
     pred = pd.read_csv(out)
     assert sorted(pred["image"]) == sorted(str(p) for p in images)
-    assert pred["probability"].between(0, 1).all() and pred["probability"].notna().all()
+    assert pred["p_abnormal"].between(0, 1).all() and pred["p_abnormal"].notna().all()
     # stdout form: same numbers for the same files
     assert main(["-q", "predict", "--model", str(model), str(images[0])]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "image,probability" and len(lines) == 2
-    expected = pred.set_index("image").loc[str(images[0]), "probability"]
+    assert lines[0] == "image,p_abnormal" and len(lines) == 2
+    expected = pred.set_index("image").loc[str(images[0]), "p_abnormal"]
     assert float(lines[1].rsplit(",", 1)[1]) == pytest.approx(expected, abs=1e-9)
 
 

@@ -1,55 +1,41 @@
 """The ``cxrbs`` console script: the workflow's steps, one at a time, on your own folders and files.
 
-Every subcommand calls the same package functions as the Snakemake workflow, so a model trained
-here is interchangeable with one trained there. Problems a user can fix (a corrupt file, a missing
-model) print one line ``cxrbs: error: ...`` and exit with status 2; heavy imports (torch) happen
-inside the subcommands so ``--help`` stays instant.
+This module only parses: each subcommand is one function in ``cxrbs.commands`` that first has
+``cxrbs.core.cli_checks`` check every option (so nothing is read or written for a bad one), then
+calls the same package functions as the Snakemake workflow, so a model trained here is
+interchangeable with one trained there. Problems a user can fix print one line
+``cxrbs: error: ...`` naming the flag or file and exit with status 2; heavy imports (torch)
+happen inside the commands so ``--help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cxrbs import __version__
+from cxrbs.commands import bs as bs_commands
+from cxrbs.commands import cls as cls_commands
+from cxrbs.commands import info as info_commands
+from cxrbs.commands.common import EXIT_USER_ERROR, report
+from cxrbs.core import names
+from cxrbs.core.cli_checks import parse_value as _parse_value  # noqa: F401  (tests, old name)
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.signals import install_sigterm_handler, interrupted_exit
 
 log = logging.getLogger("cxrbs")
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-PHANTOM_KINDS = ("pairs", "des", "shenzhen", "montgomery", "cxr8")  # = cxrbs.data.phantoms.PHANTOM_KINDS
-BS_ARCHS = ("resnet_bs", "ae_bs", "convnet_bs", "rl_bs")
-CLS_MODELS = ("vgg16", "vgg16_bn", "small_cnn")
-#: Model arguments the study's config (config/config.yaml, bs.architectures) sets per architecture.
-BS_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "resnet_bs": {"output": "residual", "width": 64, "n_blocks": 16},
-    "convnet_bs": {"output": "direct", "l1": 1.0e-9},
-    "ae_bs": {"output": "direct"},
-    "rl_bs": {"output": "direct"},
-}
-#: The study's preprocessing (config: preprocess.low_percentile / high_percentile).
-LOW_PCT, HIGH_PCT = 1.0, 99.0
+PHANTOM_KINDS = names.PHANTOM_KINDS
+BS_ARCHS = names.BS_ARCHITECTURES
+CLS_MODELS = names.CLS_MODELS
 
 _handler: logging.Handler | None = None
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _report(exc: BaseException) -> None:
-    print(f"cxrbs: error: {_one_line(exc)}", file=sys.stderr, flush=True)
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -67,324 +53,40 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    """Progress bars only for a person watching: never in logs, pipes or with --quiet."""
+    """Progress bars only for a person watching; logs and pipes get periodic lines instead."""
     return not args.quiet and sys.stderr.isatty()
 
 
-def _parse_value(text: str) -> Any:
-    """``8`` -> 8, ``1e-9`` -> 1e-09, ``true`` -> True, ``none`` -> None, ``4,8,8`` -> [4, 8, 8]."""
-    if "," in text:
-        return [_parse_value(part) for part in text.split(",") if part.strip()]
-    text = text.strip()
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    return text
-
-
-def _model_args(pairs: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in pairs or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CxrbsError(f"--model-arg {item!r} is not key=value (e.g. --model-arg width=32)")
-        out[key.strip()] = _parse_value(value)
-    return out
-
-
-def _classes(text: str) -> dict[str, int]:
-    classes: dict[str, int] = {}
-    for item in text.split(","):
-        name, sep, label = item.partition("=")
-        if not sep or not name.strip() or label.strip() not in ("0", "1"):
-            raise CxrbsError(f"--classes {text!r}: expected folder=label pairs with labels 0/1, "
-                             "e.g. --classes normal=0,abnormal=1")
-        classes[name.strip()] = int(label)
-    if set(classes.values()) != {0, 1}:
-        raise CxrbsError(f"--classes {text!r} needs at least one folder per label 0 and 1")
-    return classes
-
-
-def _dataset_names(folders: Sequence[Path]) -> list[str]:
-    """Folder names as data set names, made unique (two folders called 'pairs' stay apart)."""
-    names: list[str] = []
-    for folder in folders:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(folder).resolve().name) or "data"
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}_{k}", k + 1
-        names.append(name)
-    return names
-
-
-def _prepare_sets(folders: Sequence[Path], data_dir: Path, *, layout: str, size: int,
-                  progress: bool, **options: Any) -> list[tuple[str, Path, Path]]:
-    """Manifest + preprocessed stack per folder, as the workflow's data stage builds them."""
-    from cxrbs.core.atomic import write_csv
-    from cxrbs.data.stacks import build_stack
-    from cxrbs.data.manifests import build_manifest
-
-    prepared = []
-    for folder, name in zip(folders, _dataset_names(folders), strict=True):
-        manifest = build_manifest(Path(folder), layout, **options)
-        stack = build_stack(manifest, data_dir / name / "images.npy", size=size, low_pct=LOW_PCT,
-                            high_pct=HIGH_PCT, progress=progress)
-        write_csv(data_dir / name / "manifest.csv", manifest)
-        log.info("%s: %d image(s) from %s", name, len(manifest), folder)
-        prepared.append((name, data_dir / name / "manifest.csv", stack))
-    return prepared
-
-
 # ----------------------------------------------------------------------------- subcommands
+# One line each, so `cxrbs.cli` stays a table of what exists; the work is in cxrbs.commands.
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pydicom.uid import UID
-
-    from cxrbs.data.io import image_info
-
-    infos, failed = [], 0
-    for path in args.files:
-        try:
-            info = image_info(path)
-        except CxrbsError as exc:
-            _report(exc)
-            failed += 1
-            continue
-        if info.get("transfer_syntax"):
-            info["transfer_syntax_name"] = UID(info["transfer_syntax"]).name
-        infos.append(info)
-        if not args.json:
-            print(_info_block(info))
-    if args.json:
-        print(json.dumps(infos, indent=2))
-    return EXIT_USER_ERROR if failed else 0
-
-
-def _info_block(info: dict[str, Any]) -> str:
-    syntax = info.get("transfer_syntax")
-    lines = [
-        info["file"],
-        f"  format:               {info['format']}",
-        f"  modality:             {info['modality']}",
-        f"  size:                 {info['width']} x {info['height']} pixels (width x height"
-        + ("; DICOM Columns x Rows)" if info["format"] == "DICOM" else ")"),
-        f"  bit depth:            {info['bit_depth']}",
-        f"  photometric:          {info['photometric']}",
-        f"  stored value range:   {info['min']} .. {info['max']}",
-        f"  transfer syntax:      "
-        + (f"{info.get('transfer_syntax_name', '')} ({syntax})" if syntax else "n/a (not DICOM)"),
-    ]
-    return "\n".join(lines) + "\n"
+    return info_commands.info(args)
 
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
-    from cxrbs.data.phantoms import write_layout
-
-    outdir = write_layout(args.kind, Path(args.outdir), args.n, size=args.size, seed=args.seed)
-    n_files = sum(1 for p in outdir.rglob("*.png") if not p.name.startswith("."))
-    print(f"wrote {args.n} synthetic {args.kind} case(s) ({n_files} PNG files, {args.size}x"
-          f"{args.size}) to {outdir}")
-    return 0
+    return info_commands.phantoms(args)
 
 
 def cmd_train_bs(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from cxrbs.bs.pairs import prepare_pairs
-    from cxrbs.bs.train import TrainConfig, train_bs
-
-    out = Path(args.output)
-    progress = _progress(args)
-    kwargs = {**BS_ARCH_DEFAULTS.get(args.arch, {}), **_model_args(args.model_arg)}
-    sets = _prepare_sets(args.pairs_dirs, out / "data", layout="paired", size=args.size,
-                         progress=progress)
-    data = out / "data"
-    counts = prepare_pairs([m for _, m, _ in sets], [s for _, _, s in sets],
-                           train_out=data / "train.npy", val_out=data / "val.npy",
-                           split_out=data / "split.csv", val_fraction=args.val_fraction,
-                           n_pairs=args.n_pairs, seed=args.seed, progress=progress)
-    cfg = TrainConfig.from_mapping({
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "crop_size": args.crop_size, "amp": args.amp, "seed": args.seed, "threads": args.threads,
-        "device": args.device, "early_stopping_patience": args.patience,
-    })
-    summary = train_bs(args.arch, kwargs, np.load(data / "train.npy", mmap_mode="r"),
-                       np.load(data / "val.npy", mmap_mode="r"), cfg, out, progress=progress)
-    print(f"trained {args.arch} on {counts['train']} augmented pairs from "
-          f"{counts['train_originals']} originals ({counts['val']} validation): best val loss "
-          f"{summary['best_val_loss']:.5f} at epoch {summary['best_epoch']} of "
-          f"{summary['epochs_run']} ({summary['stop_reason']})")
-    print(f"model: {out / 'best.pt'}")
-    return 0
+    return bs_commands.train_bs(args, progress=_progress(args))
 
 
 def cmd_evaluate_bs(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from cxrbs.core.atomic import write_csv
-    from cxrbs.bs.evaluate import evaluate_model_on_pairs, summarize_evaluations
-    from cxrbs.bs.suppress import model_image_size, resolve_model
-    from cxrbs.bs.train import load_bs_model
-
-    model_path = resolve_model(args.model)
-    _, meta = load_bs_model(model_path)
-    arch = str(meta.get("model_name") or "model")
-    size = args.size or model_image_size(meta)
-    out = Path(args.output)
-    sets = _prepare_sets(args.pairs_dirs, out / "data", layout="paired", size=size,
-                         progress=_progress(args))
-    frames = []
-    for name, manifest, stack in sets:
-        for path, label in ((None, "identity"), (model_path, arch)):
-            frames.append(evaluate_model_on_pairs(path, stack, manifest, arch=label, test_set=name,
-                                                  batch_size=args.batch_size))
-    per_image = pd.concat(frames, ignore_index=True)
-    summary = summarize_evaluations(frames)
-    write_csv(out / "per_image.csv", per_image)
-    write_csv(out / "summary.csv", summary)
-    print(_summary_table(summary))
-    print(f"\nper-image metrics: {out / 'per_image.csv'}\nsummary: {out / 'summary.csv'}")
-    return 0
-
-
-def _summary_table(summary: Any) -> str:
-    """Mean, SD and 95% CI per test set, metric and model: the identity row is the bar to beat."""
-    rows = summary.sort_values(["test_set", "metric", "arch"], kind="stable")
-    table = rows.assign(
-        mean=rows["mean"].map(lambda v: f"{v:.4f}"),
-        sd=rows["sd"].map(lambda v: f"{v:.4f}"),
-        ci95=[f"[{lo:.4f}, {hi:.4f}]"
-              for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)],
-    )[["test_set", "metric", "arch", "mean", "sd", "ci95", "n"]]
-    return table.to_string(index=False)
+    return bs_commands.evaluate_bs(args, progress=_progress(args))
 
 
 def cmd_suppress(args: argparse.Namespace) -> int:
-    from cxrbs.bs.suppress import resolve_model, suppress_files
-
-    model_path = resolve_model(args.model)
-    failures: list[Path] = []
-
-    def on_error(path: Path, exc: CxrbsError) -> None:
-        _report(exc)
-        failures.append(path)
-
-    written = suppress_files(args.inputs, Path(args.output), model_path, fmt=args.format,
-                             full_resolution=not args.model_scale, size=args.size,
-                             progress=_progress(args), device=args.device, on_error=on_error)
-    print(f"wrote {len(written)} bone-suppressed image(s) to {args.output}"
-          + (f"; {len(failures)} input(s) failed (see above)" if failures else ""))
-    return EXIT_USER_ERROR if failures else 0
+    return bs_commands.suppress(args, progress=_progress(args))
 
 
 def cmd_train_cls(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from cxrbs.cls.train import ClsTrainConfig, train_classifier
-    from cxrbs.data.stacks import load_stack, read_manifest
-    from cxrbs.data.splits import patient_split
-
-    folder, layout, options = _cls_source(args)
-    out = Path(args.output)
-    [(name, manifest_path, stack_path)] = _prepare_sets([folder], out / "data", layout=layout,
-                                                        size=args.size, progress=_progress(args),
-                                                        **options)
-    train_cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer,
-                 "batch_size": args.batch_size, "val_fraction": args.val_fraction,
-                 "device": args.device}
-    if args.patience is not None:
-        train_cfg["early_stopping_patience"] = args.patience
-    cfg = ClsTrainConfig.from_dict(train_cfg, seed=args.seed, threads=args.threads)
-    # As the workflow's pretraining (cxrbs.cls.pipeline.pretrain): label-stratified patient split.
-    frame = read_manifest(manifest_path)
-    labels = frame["label"].astype(int).to_numpy()
-    patients = (name + ":" + frame["patient_id"].astype(str)).to_numpy()
-    is_val = patient_split(patients, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=labels)
-    summary = train_classifier(args.model, _model_args(args.model_arg),
-                               np.asarray(load_stack(stack_path)[:, :1]), labels, patients, cfg,
-                               out, torchvision_weights=args.weights, val_mask=is_val,
-                               progress=_progress(args))
-    auc = summary.get("best_val_auc")
-    print(f"trained {args.model} on {summary['n_train']} image(s) ({summary['n_train_patients']} "
-          f"patients), validated on {summary['n_val']}: best epoch {summary['best_epoch']}, "
-          f"val AUC {'n/a' if auc is None else f'{auc:.3f}'}\nmodel: {out / 'model.pt'}")
-    return 0
-
-
-def _cls_source(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
-    """(folder, manifest layout, layout options) from --data/--classes or --layout DIR."""
-    if (args.data is None) == (args.layout is None):
-        raise CxrbsError("train-cls needs either --data DIR --classes normal=0,abnormal=1 (class "
-                         "folders) or --layout shenzhen|montgomery DIR")
-    if args.layout is not None:
-        if args.layout_dir is None:
-            raise CxrbsError(f"--layout {args.layout} needs the collection's folder, e.g. "
-                             f"cxrbs train-cls --layout {args.layout} path/to/images -o OUTDIR")
-        return Path(args.layout_dir), args.layout, {}
-    if not args.classes:
-        raise CxrbsError("--data needs --classes, e.g. --classes normal=0,abnormal=1")
-    options: dict[str, Any] = {"classes": _classes(args.classes)}
-    if args.patient_regex:
-        options["patient_regex"] = args.patient_regex
-    return Path(args.data), "class_folders", options
+    return cls_commands.train_cls(args, progress=_progress(args))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
-    from cxrbs.core.atomic import write_csv
-    from cxrbs.cls.train import load_classifier, predict_proba
-    from cxrbs.data.io import read_image
-    from cxrbs.data.preprocess import preprocess, to_uint16
-    from cxrbs.bs.suppress import iter_inputs
-
-    if not Path(args.model).is_file():
-        raise CxrbsError(f"classifier checkpoint {args.model} does not exist: "
-                         "check the --model path")
-    model, meta = load_classifier(Path(args.model))
-    size = args.size or _checkpoint_size(meta.get("image_size"))
-    files = list(iter_inputs(args.inputs))
-    if not files:
-        raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
-    rows: list[dict[str, Any]] = []
-    failed = 0
-    for start in range(0, len(files), args.batch_size):
-        batch, names = [], []
-        for path in files[start:start + args.batch_size]:
-            try:
-                batch.append(to_uint16(preprocess(read_image(path), size, low_pct=LOW_PCT,
-                                                  high_pct=HIGH_PCT)))
-                names.append(path)
-            except CxrbsError as exc:
-                _report(exc)
-                failed += 1
-        if batch:
-            prob = predict_proba(model, np.stack(batch)[:, None])
-            rows += [{"image": str(p), "probability": float(v)}
-                     for p, v in zip(names, prob, strict=True)]
-    frame = pd.DataFrame(rows, columns=["image", "probability"])
-    if args.output:
-        write_csv(args.output, frame)
-        print(f"wrote {len(frame)} prediction(s) to {args.output}")
-    else:
-        sys.stdout.write(frame.to_csv(index=False))
-    return EXIT_USER_ERROR if failed else 0
-
-
-def _checkpoint_size(value: Any, default: int = 256) -> int:
-    """The classifier's training side (an int, or [h, w] for non-square stacks)."""
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
-    return int(value) if value else default
+    return cls_commands.predict(args, progress=_progress(args))
 
 
 # ----------------------------------------------------------------------------- parser
@@ -443,8 +145,9 @@ def _sub(sub: Any, name: str, help_: str, description: str, func: Any) -> argpar
 def _add_info(sub: Any) -> None:
     p = _sub(sub, "info", "describe chest X-ray files (DICOM, PNG, JPEG, TIFF)",
              "Print what cxrbs reads from each file: modality, size, bit depth, photometric "
-             "interpretation (MONOCHROME1 is shown inverted), stored value range and DICOM "
-             "transfer syntax. Useful to check an export before training or suppression.",
+             "interpretation, stored value range (the raw stored values: for MONOCHROME1, where "
+             "high values are dark, cxrbs inverts the pixels when it reads them for training or "
+             "suppression, but info shows them as stored) and DICOM transfer syntax. Useful to check an export before training or suppression.",
              cmd_info)
     p.add_argument("files", nargs="+", metavar="FILE", help="image files")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text blocks")
@@ -497,7 +200,7 @@ def _add_train_bs(sub: Any) -> None:
                    help="training pairs after augmentation (the study used 4500)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of patients held out for validation")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+    p.add_argument("--amp", choices=names.AMP_MODES, default="none",
                    help="mixed precision (bf16 is faster on recent CPUs and GPUs)")
     p.add_argument("--seed", type=int, default=13,
                    help="seed of the split, augmentation and training")
@@ -528,7 +231,11 @@ def _add_suppress(sub: Any) -> None:
              "Bone-suppress radiographs with a trained model. By default the result has the "
              "input's own resolution: the model estimates the bone shadows at its working size "
              "(e.g. 256x256) and they are subtracted from the original, keeping its fine detail. "
-             "--model-scale instead returns the model's output as in the study (e.g. 256x256).\n"
+             "--model-scale instead returns the model's raw output as in the study: a square image at "
+             "the model's size (e.g. 256x256; a non-square input is squashed, not cropped), in "
+             "the contrast-stretched intensities the model works in (1st-99th percentile of the "
+             "input mapped to 0..1, clipped), saved as 8-bit PNG. It is not on the input's "
+             "intensity scale, so compare it only with targets preprocessed the same way.\n"
              "Outputs are named NAME_bs.png (16-bit at full resolution) or NAME_bs.dcm: a new "
              "DICOM series (ImageType DERIVED) in the original patient's study.\n"
              "For research only; not for diagnostic use.",
@@ -539,10 +246,11 @@ def _add_suppress(sub: Any) -> None:
     p.add_argument("--model", type=Path, default=None, metavar="CKPT",
                    help="checkpoint (best.pt); default: the workflow's choice in "
                         "results/bs/best.json (run from the workflow folder)")
-    p.add_argument("--format", choices=("png", "dicom"), default="png",
+    p.add_argument("--format", choices=names.OUTPUT_FORMATS, default="png",
                    help="output format; dicom needs DICOM inputs (their tags are copied)")
     p.add_argument("--model-scale", action="store_true",
-                   help="output at the model's working size instead of the input's resolution")
+                   help="the study's output: square at the model's size, contrast-stretched (1st-99th "
+                        "percentile), 8-bit; see above")
     p.add_argument("--size", type=int, default=None,
                    help="model working size (default: the size the model was trained at)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -565,7 +273,7 @@ def _add_train_cls(sub: Any) -> None:
                    help="regex on the file name whose group 1 is the patient id, so follow-up "
                         "images of one patient stay on one side of the split (e.g. '^(\\d{8})_' "
                         "for ChestX-ray8); default: every image is its own patient")
-    p.add_argument("--layout", choices=("shenzhen", "montgomery"), default=None,
+    p.add_argument("--layout", choices=names.TB_LAYOUTS, default=None,
                    help="NLM TB collection layout instead of class folders")
     p.add_argument("layout_dir", nargs="?", type=Path, metavar="DIR",
                    help="the TB collection's folder (with --layout)")
@@ -580,7 +288,7 @@ def _add_train_cls(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=32, help="maximum epochs")
     p.add_argument("--batch-size", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+    p.add_argument("--optimizer", choices=names.OPTIMIZERS, default="sgd",
                    help="sgd (momentum 0.9, Nesterov) as in the study, or adamw (more robust "
                         "from random weights)")
     p.add_argument("--patience", type=int, default=None,
@@ -596,7 +304,9 @@ def _add_predict(sub: Any) -> None:
     p = _sub(sub, "predict", "probability of the abnormal (e.g. TB) class per image",
              "Apply a classifier trained by `cxrbs train-cls` (or the workflow) to images. Each "
              "image is preprocessed at the size the model was trained at. Prints CSV (image, "
-             "probability) or writes it with -o. For research only; not for diagnostic use.",
+             "p_abnormal: the probability of the positive class, named from the checkpoint when "
+             "it records one) or writes it with -o (never over an input). Without a terminal, "
+             "progress is logged every few batches. For research only; not for diagnostic use.",
              cmd_predict)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="image files or folders (searched recursively)")
@@ -621,13 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     _configure_logging(args.verbose, args.quiet)
     try:
+        install_sigterm_handler()  # SIGTERM (a cluster's kill) ends like Ctrl-C: temps removed
         return int(args.func(args))
     except CxrbsError as exc:
-        _report(exc)
+        report(exc)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("cxrbs: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM: 143, one line each
+        return interrupted_exit(exc)
     except BrokenPipeError:  # `cxrbs predict ... | head`: the reader left, not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -3,12 +3,16 @@ import zlib
 
 from snakemake.utils import validate
 
-from cxrbs.core.config import check_config
+from cxrbs.core.config import check_config, use_config_files
 from cxrbs.core.errors import CxrbsError
 
-# One readable line per problem first (naming the key), then Snakemake's validation fills defaults.
+# One readable line per problem first (naming the key and the config file actually used), then
+# Snakemake's validation fills defaults. Jobs name the same file (cxrbs.data.download).
+CONFIG_FILES = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles)]
+use_config_files(CONFIG_FILES)
 try:
-    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES,
+                 deep=workflow.is_main_process)
 except CxrbsError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")

@@ -58,6 +58,8 @@ class AugmentConfig:
             raise CxrbsError("augment filter_prob > 0 needs at least one entry in filters")
         if self.rotation < 0 or self.shift < 0:
             raise CxrbsError("augment rotation and shift are symmetric ranges: give values >= 0")
+        if self.rotation > 45:  # = schema bs.augment.rotation
+            raise CxrbsError(f"augment rotation must be <= 45 degrees, got {self.rotation}")
         if self.filter_size < 1:
             raise CxrbsError(f"augment filter_size must be >= 1, got {self.filter_size}")
 

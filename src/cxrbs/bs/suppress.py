@@ -25,6 +25,7 @@ from cxrbs.core.atomic import atomic_path, open_memmap, remove_stale_temps, writ
 from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
+from cxrbs.core.progress import progress_iter
 from cxrbs.data.files import IMAGE_SUFFIXES as SUPPORTED_SUFFIXES
 from cxrbs.data.files import walk_images
 from cxrbs.data.io import is_dicom, read_image, write_dicom_derived, write_png
@@ -141,17 +142,22 @@ def _stem(path: Path) -> str:
     return path.stem if path.suffix.lower() in SUPPORTED_SUFFIXES else path.name
 
 
-def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[Path, Path]]:
+def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str,
+                 exclude: Iterable[Path] = ()) -> list[tuple[Path, Path]]:
     """(input, output) pairs; files found in a folder keep their sub-folder below ``outdir``.
+
+    Files below an ``exclude`` folder (the output folder, when it lies inside an input folder)
+    are not inputs: a second run must not suppress its own results again (NAME_bs_bs.png).
 
     Two inputs that would land on one output name are refused up front: silently overwriting
     one patient's result with another's is worse than stopping.
     """
     suffix = ".dcm" if fmt == "dicom" else ".png"
     plan: list[tuple[Path, Path]] = []
+    skip = [Path(e).resolve() for e in exclude]
     for item in inputs:
         item = Path(item)
-        files = list(iter_inputs([item], exclude=[outdir]))
+        files = list(iter_inputs([item], exclude=[outdir, *skip]))
         for path in files:
             rel = path.relative_to(item).parent if item.is_dir() else Path()
             plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
@@ -166,7 +172,7 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str) -> list[tuple[P
 
 def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",
                    full_resolution: bool = True, size: int | None = None, progress: bool = True,
-                   device: str = "cpu",
+                   device: str = "cpu", exclude: Iterable[Path] = (),
                    on_error: Callable[[Path, CxrbsError], None] | None = None) -> list[Path]:
     """Stream files through the model one at a time (memory stays flat over thousands).
 
@@ -176,7 +182,7 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     if fmt not in OUTPUT_FORMATS:
         raise CxrbsError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     outdir = Path(outdir)
-    plan = _output_plan(inputs, outdir, fmt)
+    plan = _output_plan(inputs, outdir, fmt, exclude)
     if not plan:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
     for folder in sorted({target.parent for _, target in plan}):
@@ -185,7 +191,7 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     size = size or model_image_size(meta)
     description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"
     written = []
-    for path, target in tqdm(plan, desc="suppress", disable=not progress, unit="img"):
+    for path, target in progress_iter(plan, desc="suppress", bar=progress, unit="image"):
         try:
             if fmt == "dicom" and not is_dicom(path):
                 raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "

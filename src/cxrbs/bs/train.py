@@ -120,10 +120,13 @@ class TrainConfig:
                 raise CxrbsError(f"training setting {key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.lr_factor < 1:
             raise CxrbsError(f"training setting lr_factor must be in (0, 1), got {self.lr_factor}")
-        if self.crop_size is not None and int(self.crop_size) < 5:
+        if self.crop_size is not None and int(self.crop_size) < 16:  # = schema bs.train.crop_size
             raise CxrbsError(
-                f"training setting crop_size must be >= 5 or null, got {self.crop_size}"
+                f"training setting crop_size must be >= 16 or null, got {self.crop_size}"
             )
+        for key in ("min_lr", "mae_weight", "msssim_weight"):  # schema: minimum 0
+            if not float(getattr(self, key)) >= 0:
+                raise CxrbsError(f"training setting {key} must be >= 0, got {getattr(self, key)}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise CxrbsError(
                 f"training setting steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}"

@@ -151,7 +151,7 @@ class ClsTrainConfig:
             "label_smoothing": (0.0, 0.5, True, True),
             "lr_factor": (0.0, 1.0, False, False),
             "min_lr": (0.0, math.inf, True, False),
-            "val_fraction": (0.0, 1.0, False, False),
+            "val_fraction": (0.0, 0.5, False, False),  # = schema cls_train.val_fraction
         }
         for key, (lo, hi, lo_in, hi_in) in rules.items():
             v = getattr(self, key)

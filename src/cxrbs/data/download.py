@@ -26,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cxrbs.core.atomic import ensure_dir, write_json
+from cxrbs.core.config import config_file_name as _config_file
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.extract import archive_kind, safe_extract
 
@@ -34,9 +35,9 @@ __all__ = ["fetch_url", "sha256_file", "safe_extract", "materialize_source", "ar
 MIN_DIGEST_PREFIX = 8
 _USER_AGENT = "cxrbs/0.1 (python urllib; chest X-ray bone suppression workflow)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
-_MANUAL_HINT = (
-    "download it manually, unpack it, and set path: for this data set in config/config.yaml"
-)
+def _manual_hint() -> str:
+    return f"download it manually, unpack it, and set path: for this data set in {_config_file()}"
+
 
 
 # --------------------------------------------------------------------------- checksums
@@ -103,7 +104,7 @@ def fetch_url(
             raise CxrbsError(
                 f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; the "
                 f"download was deleted and nothing was kept as {dest}. Check sha256: in the "
-                f"config, or {_MANUAL_HINT}"
+                f"config, or {_manual_hint()}"
             )
     try:
         os.replace(part, dest)
@@ -141,14 +142,14 @@ def _open(url: str, part: Path, offset: int, timeout: float) -> Any:
             _unlink_quietly(part)  # the part is longer than the resource or unknowable: restart
             return _open(url, part, 0, timeout)
         raise CxrbsError(
-            f"cannot download {url}: HTTP {exc.code} {exc.reason}; {_MANUAL_HINT}"
+            f"cannot download {url}: HTTP {exc.code} {exc.reason}; {_manual_hint()}"
         ) from exc
     except ValueError as exc:
         raise CxrbsError(f"{url!r} is not a valid URL ({exc}): fix url: in the config") from exc
     except (OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise CxrbsError(
-            f"cannot download {url}: {reason}. Check the network, or {_MANUAL_HINT}"
+            f"cannot download {url}: {reason}. Check the network, or {_manual_hint()}"
         ) from exc
 
 
@@ -162,7 +163,7 @@ def _resume_point(response: Any, offset: int, url: str, part: Path) -> tuple[int
         if start not in (0, None):
             raise CxrbsError(
                 f"server for {url} answered a resume request with an unexpected range; delete "
-                f"{part} and run again, or {_MANUAL_HINT}"
+                f"{part} and run again, or {_manual_hint()}"
             )
     # 200 (server ignored Range), file:// URLs, or a fresh download: start from zero.
     length = response.headers.get("Content-Length")
@@ -227,7 +228,7 @@ def _interrupted(url: str, part: Path, received: int, total: int | None, why: ob
     of_total = f" of {total}" if total is not None else ""
     return CxrbsError(
         f"download of {url} stopped after {received}{of_total} bytes ({why}); the partial file "
-        f"{part} is kept: run again to resume, or {_MANUAL_HINT}"
+        f"{part} is kept: run again to resume, or {_manual_hint()}"
     )
 
 
@@ -258,7 +259,7 @@ def materialize_source(
     """
     if not isinstance(spec, Mapping):
         raise CxrbsError(
-            f"datasets.{name} in config/config.yaml must be a mapping with path:, url: or "
+            f"datasets.{name} in {_config_file()} must be a mapping with path:, url: or "
             f"registration:, not {type(spec).__name__}"
         )
     dest_dir = Path(dest_dir)
@@ -269,11 +270,11 @@ def materialize_source(
     if spec.get("registration"):
         raise CxrbsError(
             f"data set {name} needs registration before it can be downloaded: "
-            f"{spec['registration']}. Then set datasets.{name}.path in config/config.yaml to "
+            f"{spec['registration']}. Then set datasets.{name}.path in {_config_file()} to "
             f"the unpacked folder"
         )
     raise CxrbsError(
-        f"datasets.{name} in config/config.yaml has none of path:, url: or registration: set "
+        f"datasets.{name} in {_config_file()} has none of path:, url: or registration: set "
         f"datasets.{name}.path to the folder holding the data"
     )
 
@@ -284,7 +285,7 @@ def _from_path(raw: Any, dest_dir: Path, name: str) -> Path:
         return path
     if not path.exists():
         raise CxrbsError(
-            f"datasets.{name}.path in config/config.yaml points to {path} "
+            f"datasets.{name}.path in {_config_file()} points to {path} "
             f"({path.absolute()}), which does not exist: fix the path"
         )
     if archive_kind(path) is None:
@@ -303,7 +304,7 @@ def _from_url(spec: Mapping[str, Any], dest_dir: Path, name: str, *, progress: b
     if not filename or filename in (".", "..") or re.search(r"[/\\]", filename):
         raise CxrbsError(
             f"cannot derive a file name from datasets.{name}.url ({url}): set "
-            f"datasets.{name}.filename in config/config.yaml"
+            f"datasets.{name}.filename in {_config_file()}"
         )
     try:
         target = fetch_url(
