@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -330,8 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     _configure_logging(args.verbose, args.quiet)
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = install_sigterm_handler()  # SIGTERM (a cluster's kill) ends like Ctrl-C
     try:
-        install_sigterm_handler()  # SIGTERM (a cluster's kill) ends like Ctrl-C: temps removed
         return int(args.func(args))
     except CxrbsError as exc:
         report(exc)
@@ -342,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if installed:  # main() called as a library function leaves the process as it found it
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
