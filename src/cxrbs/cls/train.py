@@ -8,11 +8,13 @@ would otherwise flow silently into every metric and paired test downstream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import pickle
 import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cxrbs.core.atomic import ensure_dir, save_torch, write_csv, write_json
+from cxrbs.core.atomic import ensure_dir, write_csv, write_json
 from cxrbs.cls.metrics import binary_metrics
 from cxrbs.core.device import (
     AMP_MODES,
@@ -37,6 +39,15 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
 from cxrbs.data.preprocess import from_uint16
 from cxrbs.data.splits import check_val_mask, patient_split
+from cxrbs.models.checkpoint import (
+    DEFAULT_CLASS_NAMES,
+    LEGACY_WEIGHTS,
+    header,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from cxrbs.training import loop
 
 __all__ = [
     "ClsTrainConfig",
@@ -49,6 +60,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cxrbs-classifier-1"
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_auc", "val_acc", "lr", "seconds",
+                   "images_per_s"]  # fmt: skip
+#: Settings that may change between a killed run and its resumption (speed only).
+_RESUME_FREE = ("threads", "device")
 _AUGMENT_DEFAULTS: dict[str, Any] = {"rotation": 5.0, "shift": 0.2, "hflip": True}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adamw"),
@@ -249,8 +264,7 @@ def _load_batch(images: np.ndarray, idx: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
-    return [idx[i : i + size] for i in range(0, len(idx), size)]
+_chunks = loop.chunks
 
 
 def _forward(model: nn.Module, x: Tensor, device: torch.device, amp: str, cl: bool) -> Tensor:
@@ -295,54 +309,16 @@ def predict_proba(
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CxrbsError(
-            f"classifier checkpoint {path} does not exist: run its training step first"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CxrbsError(
-            f"cannot read classifier checkpoint {path} ({exc}): delete it and train again"
-        ) from exc
-    keys = ("state_dict", "model_name", "model_kwargs")
-    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise CxrbsError(
-            f"{path} is not a classifier checkpoint written by cxrbs (no {', '.join(missing)}): "
-            "point to a model.pt from the classifier training step"
-        )
-    return ckpt
-
-
 def _plain(obj: Any) -> Any:
     """Tuples to lists (as YAML gives them), so kwargs compare and reload alike."""
     return json.loads(json.dumps(obj))
 
 
-def _model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
-    try:
-        model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (CxrbsError, RuntimeError, TypeError) as exc:
-        raise CxrbsError(
-            f"classifier checkpoint {path} does not rebuild its model {ckpt['model_name']!r} "
-            f"{ckpt['model_kwargs']} ({exc}): train it again with this version of cxrbs"
-        ) from exc
-    return model
-
-
 def load_classifier(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu", *, sha256: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode on ``device``, metadata without the weights) from a model.pt."""
-    path = Path(path)
-    ckpt = _read_checkpoint(path)
-    model = _model_from_checkpoint(ckpt, path).to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    meta["path"] = str(path)
-    return model, meta
+    """(model in eval mode on ``device``, metadata without the weights); see models.checkpoint."""
+    return load_checkpoint(path, "cls", sha256=sha256, device=device, purpose="`predict`")
 
 
 # --------------------------------------------------------------------------- setup
@@ -386,14 +362,14 @@ def _build_model(
     model = create_model(name, seed=cfg.seed, **kwargs)
     if init_checkpoint is not None:
         path = Path(init_checkpoint)
-        ckpt = _read_checkpoint(path)
+        ckpt = read_checkpoint(path, expect="cls")
         if ckpt["model_name"] != name or _plain(ckpt["model_kwargs"]) != _plain(kwargs):
             raise CxrbsError(
                 f"{path} holds a {ckpt['model_name']!r} {ckpt['model_kwargs']} classifier but this "
                 f"stage trains {name!r} {kwargs}: keep cls.model and cls.model_kwargs the same "
                 "for pre-training and fine-tuning"
             )
-        return _model_from_checkpoint(ckpt, path), f"checkpoint:{path}", {}
+        return load_checkpoint(path, "cls")[0].train(), f"checkpoint:{path}", {}
     if torchvision_weights is not None:
         path = Path(torchvision_weights)
         info = load_torchvision_weights(model, path)
@@ -429,18 +405,6 @@ def _make_optimizer(model: nn.Module, cfg: ClsTrainConfig) -> torch.optim.Optimi
     )
 
 
-def _epoch_batches(train_idx: np.ndarray, cfg: ClsTrainConfig, epoch: int) -> list[np.ndarray]:
-    """Shuffled batches seeded by (seed, epoch); a trailing single image is left to next epoch."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    if cfg.steps_per_epoch is None:
-        batches = _chunks(rng.permutation(train_idx), cfg.batch_size)
-        return batches[:-1] if len(batches) > 1 and len(batches[-1]) < 2 else batches
-    need = cfg.steps_per_epoch * cfg.batch_size
-    reps = -(-need // train_idx.size)
-    order = np.concatenate([rng.permutation(train_idx) for _ in range(reps)])[:need]
-    return _chunks(order, cfg.batch_size)
-
-
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
     """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses)."""
     if float(np.std(prob)) < _CONSTANT_STD:
@@ -450,15 +414,24 @@ def _looks_constant(prob: np.ndarray, auc: float) -> bool:
     return one_class and math.isfinite(auc) and abs(auc - 0.5) <= _CHANCE_AUC_BAND
 
 
-# --------------------------------------------------------------------------- training loop
+# --------------------------------------------------------------------------- training task
 
 
 class _Run:
-    """State of one training run; methods are the epoch's steps."""
+    """One classifier run as a :class:`cxrbs.training.loop.Task`.
+
+    The loop counts epochs from 1; the seeds of the batch order, the augmentations and the
+    schedule use ``epoch - 1`` as they always have, so results did not change with the loop.
+    """
+
+    history_columns = HISTORY_COLUMNS
 
     def __init__(self, model: nn.Module, images: np.ndarray, y: np.ndarray, val: np.ndarray,
-                 cfg: ClsTrainConfig, device: torch.device, stage: str | None) -> None:
+                 cfg: ClsTrainConfig, device: torch.device, stage: str | None,
+                 meta: dict[str, Any], progress: bool) -> None:
         self.model, self.images, self.y, self.cfg, self.device = model, images, y, cfg, device
+        self.meta, self.progress = meta, progress
+        self.epochs, self.patience = int(cfg.epochs), int(cfg.early_stopping_patience)
         self.train_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
         self.weights = _class_weights(y[self.train_idx], cfg.class_balanced).to(device)
         self.criterion = nn.CrossEntropyLoss(
@@ -471,33 +444,50 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.stage_key = f"cls.{stage}" if stage else "cls.pretrain / cls.finetune"
+        self._constant = False
 
     def _set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr
 
-    def _epoch_lr(self, epoch: int) -> None:
+    def _epoch_lr(self, e0: int) -> None:
         """Warm-up is set per step in train_epoch; cosine decays per epoch after it."""
         cfg = self.cfg
-        if epoch < cfg.warmup_epochs or cfg.schedule != "cosine":
-            if epoch == cfg.warmup_epochs and cfg.warmup_epochs > 0:
+        if e0 < cfg.warmup_epochs or cfg.schedule != "cosine":
+            if e0 == cfg.warmup_epochs and cfg.warmup_epochs > 0:
                 self._set_lr(cfg.lr)
             return
         span = max(1, cfg.epochs - cfg.warmup_epochs)
         floor = min(cfg.min_lr, cfg.lr)
-        k = epoch - cfg.warmup_epochs
+        k = e0 - cfg.warmup_epochs
         self._set_lr(floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * k / span)))
 
-    def train_epoch(self, epoch: int, progress: bool) -> tuple[float, int]:
-        cfg, model = self.cfg, self.model
-        batches = _epoch_batches(self.train_idx, cfg, epoch)
-        self._epoch_lr(epoch)
+    def epoch_context(self, epoch: int) -> AbstractContextManager[Any]:
+        return nullcontext()  # one torch stream for the whole run, saved in last.pt
+
+    def current_lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def _loss_error(self, epoch: int) -> Callable[[float], CxrbsError]:
+        return lambda value: CxrbsError(
+            f"training loss became {value} in epoch {epoch}: lower the learning rate "
+            f"({self.stage_key}.lr), or set amp: none"
+        )
+
+    def train_epoch(self, epoch: int) -> loop.EpochResult:
+        cfg, model, e0 = self.cfg, self.model, epoch - 1
+        t0 = time.perf_counter()
+        rng = loop.epoch_rng(cfg.seed, e0)
+        batches = loop.epoch_batches(rng, self.train_idx, cfg.batch_size, cfg.steps_per_epoch,
+                                     min_last=2)
+        self._epoch_lr(e0)
         warm_steps = cfg.warmup_epochs * len(batches)
-        gen = epoch_generator(cfg.seed, epoch)
+        gen = epoch_generator(cfg.seed, e0)
         model.train()
         total, seen = 0.0, 0
-        desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not self.progress,
+                   leave=False)
+        error = self._loss_error(epoch)
         for b in bar:
             if self.step < warm_steps:
                 self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
@@ -505,23 +495,15 @@ class _Run:
             logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
             loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))
             value = float(loss.item())
-            if not math.isfinite(value):
-                raise CxrbsError(
-                    f"training loss became {value} in epoch {epoch + 1}: lower the learning rate "
-                    f"({self.stage_key}.lr), or set amp: none"
-                )
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            loop.optimise(loss, value, self.opt, self.scaler, error)
             self.step += 1
             total, seen = total + value * len(b), seen + len(b)
             bar.set_postfix(loss=f"{total / seen:.4f}")
-        return total / max(seen, 1), seen
+        return loop.EpochResult(total / max(seen, 1), seen, time.perf_counter() - t0)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, np.ndarray]:
-        """Class-weighted validation loss (no smoothing) and P(class 1) per validation image."""
+    def validate(self, epoch: int) -> loop.Validation:
+        """Class-weighted validation loss (no smoothing), P(class 1) and the seven metrics."""
         self.model.eval()
         loss_sum, weight_sum, probs = 0.0, 0.0, []
         for b, logits in _stream_logits(self.model, self.images, self.val_idx, self.cfg.batch_size,
@@ -536,7 +518,65 @@ class _Run:
                 f"validation loss is {loss}: lower the learning rate ({self.stage_key}.lr), "
                 "or set amp: none"
             )
-        return loss, torch.cat(probs).numpy().astype(np.float64)
+        prob = torch.cat(probs).numpy().astype(np.float64)
+        return loop.Validation(loss, (prob, binary_metrics(self.y[self.val_idx], prob)))
+
+    def history_row(self, epoch: int, result: loop.EpochResult, val: loop.Validation,
+                    lr_before: float, seconds: float) -> dict[str, Any]:
+        metrics = val.info[1]
+        return {
+            "epoch": epoch, "loss": result.loss, "val_loss": val.loss, "val_auc": metrics["auc"],
+            "val_acc": metrics["accuracy"], "lr": self.current_lr(), "seconds": seconds,
+            "images_per_s": result.seen / max(result.seconds, 1e-9),
+        }  # fmt: skip
+
+    def check(self, epoch: int, val: loop.Validation, state: loop.LoopState) -> None:
+        prob, metrics = val.info
+        log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch,
+                 state.history[-1]["loss"], val.loss, metrics["auc"], self.current_lr())
+        self._constant = _looks_constant(prob, metrics["auc"])
+        streak = int(state.extra.get("constant_streak", 0))
+        streak = streak + 1 if self._constant else 0
+        state.extra["constant_streak"] = streak
+        if streak >= self.cfg.collapse_patience:
+            raise self.collapse_error(metrics["auc"], streak)
+
+    def on_improved(self, epoch: int, val: loop.Validation, state: loop.LoopState) -> None:
+        state.extra["best"] = {"metrics": dict(val.info[1]), "constant": self._constant}
+
+    def schedule(self, epoch: int, val_loss: float) -> None:
+        if epoch - 1 >= self.cfg.warmup_epochs and self.cfg.schedule == "plateau":
+            self.plateau.step(val_loss)
+
+    def metadata(self, state: loop.LoopState) -> dict[str, Any]:
+        return {**self.meta, "epoch": state.epoch, "best_epoch": state.best_epoch,
+                "best_val_loss": state.best_val}
+
+    def model_state(self) -> dict[str, Tensor]:
+        return loop.cpu_state(self.model.state_dict())
+
+    def training_state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_state": self.model_state(), "optimizer_state": self.opt.state_dict(),
+            "scheduler_state": self.plateau.state_dict(), "scaler_state": self.scaler.state_dict(),
+            "step": self.step, "torch_rng": rng,
+        }  # fmt: skip
+
+    def load_training_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model_state"])
+        self.opt.load_state_dict(ckpt["optimizer_state"])
+        self.plateau.load_state_dict(ckpt["scheduler_state"])
+        self.scaler.load_state_dict(ckpt["scaler_state"])
+        self.step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["torch_rng"]["cpu"].cpu())
+        if self.device.type == "cuda" and "cuda" in ckpt["torch_rng"]:
+            torch.cuda.set_rng_state(ckpt["torch_rng"]["cuda"].cpu(), self.device)
+
+    def log_epoch(self, epoch: int, row: Mapping[str, Any], improved: bool) -> None:
+        return None  # logged in check(), before a collapse can stop the run
 
     def collapse_error(self, auc: float, n: int) -> CxrbsError:
         return CxrbsError(
@@ -546,50 +586,39 @@ class _Run:
         )
 
 
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+def _fingerprint(images: np.ndarray, y: np.ndarray, ids: np.ndarray, val: np.ndarray,
+                 extra_files: list[Path]) -> str:
+    """Hash of what the run trains on: a last.pt of other data or another init is not resumed."""
+    h = hashlib.sha256()
+    for start in range(0, images.shape[0], 256):
+        h.update(np.ascontiguousarray(images[start:start + 256]).tobytes())
+    h.update(str(images.shape).encode() + str(images.dtype).encode())
+    h.update(np.ascontiguousarray(y).tobytes() + np.ascontiguousarray(val).tobytes())
+    h.update("\0".join(map(str, ids)).encode())
+    for path in extra_files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
-def _fit(run: _Run, outdir: Path, progress: bool) -> dict[str, Any]:
-    """Epoch loop: early stopping, LR schedule, collapse check; best state kept in memory."""
-    cfg, yv = run.cfg, run.y[run.val_idx]
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": math.inf}
-    bad_epochs = constant_streak = 0
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        loss, seen = run.train_epoch(epoch, progress)
-        train_s = time.perf_counter() - t0
-        val_loss, prob = run.evaluate()
-        metrics = binary_metrics(yv, prob)
-        lr = float(run.opt.param_groups[0]["lr"])
-        history.append({
-            "epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "val_auc": metrics["auc"],
-            "val_acc": metrics["accuracy"], "lr": lr, "seconds": time.perf_counter() - t0,
-            "images_per_s": seen / max(train_s, 1e-9),
-        })  # fmt: skip
-        write_csv(outdir / "history.csv", pd.DataFrame(history))
-        log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch + 1, loss,
-                 val_loss, metrics["auc"], lr)
-        constant = _looks_constant(prob, metrics["auc"])
-        constant_streak = constant_streak + 1 if constant else 0
-        if constant_streak >= cfg.collapse_patience:
-            raise run.collapse_error(metrics["auc"], constant_streak)
-        if val_loss < best["val_loss"]:
-            best = {"epoch": epoch + 1, "val_loss": val_loss, "metrics": metrics,
-                    "state": _cpu_state(run.model), "constant": constant}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if epoch >= cfg.warmup_epochs and cfg.schedule == "plateau":
-            run.plateau.step(val_loss)
-        if bad_epochs >= cfg.early_stopping_patience:
-            break
+def _resume_key(meta: Mapping[str, Any]) -> dict[str, Any]:
+    config = {k: v for k, v in dict(meta.get("config") or {}).items() if k not in _RESUME_FREE}
+    keys = ("format", "model_name", "model_kwargs", "init", "data_sha256")
+    return loop.plain({**{k: meta.get(k) for k in keys}, "config": config})
+
+
+def _fit(run: _Run, outdir: Path) -> loop.LoopState:
+    """Resume from last.pt when it is this run's, train, and refuse a collapsed best model."""
+    state = loop.LoopState()
+    if not loop.try_resume(outdir / "last.pt", run, state, _resume_key, log, run.device):
+        loop.forget_stale_outputs(outdir, ("best.pt", "last.pt", "history.csv"), log)
+    loop.run_epochs(run, state, outdir)
+    best = state.extra["best"]
     if best["constant"]:  # the run ended before the streak limit, but its best model is constant
-        raise run.collapse_error(best["metrics"]["auc"], max(constant_streak, 1))
-    best["epochs_run"] = len(history)
-    best["stopped_early"] = len(history) < cfg.epochs
-    return best
+        raise run.collapse_error(best["metrics"]["auc"],
+                                 max(int(state.extra.get("constant_streak", 0)), 1))
+    return state
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
@@ -613,12 +642,18 @@ def train_classifier(
     val_mask: np.ndarray | None = None,
     progress: bool = True,
     stage: str | None = None,
+    low_pct: float = 1.0,
+    high_pct: float = 99.0,
+    stack_size: int | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one classifier; writes split.csv, history.csv, model.pt, train_summary.json.
 
     model.pt (the lowest-validation-loss state) is written only when training ends without a
     collapse, so a downstream step never picks up a constant classifier. ``stage`` ("pretrain"
-    or "finetune") only names the config key in error messages.
+    or "finetune") only names the config key in error messages. ``low_pct``/``high_pct`` (the
+    preprocessing percentiles) and ``stack_size`` (the side of the prepared stack before any
+    resize to the input size) are recorded so that prediction preprocesses files the same way.
     """
     configure_threads(cfg.threads)
     device = select_device(cfg.device)
@@ -646,21 +681,33 @@ def train_classifier(
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        run = _Run(model, images, y, val, cfg, device, stage)
-        best = _fit(run, outdir, progress)
+        init_files = [Path(p) for p in (init_checkpoint, torchvision_weights) if p is not None]
+        meta = loop.plain({
+            "format": CHECKPOINT_FORMAT, "model_name": model_name, "model_kwargs": kwargs,
+            "config": asdict(cfg), "init": init,
+            "data_sha256": _fingerprint(images, y, ids, val, init_files),
+        })  # fmt: skip
+        run = _Run(model, images, y, val, cfg, device, stage, meta, progress)
+        state = _fit(run, outdir)
+    best = state.extra["best"]
+    best_state = torch.load(outdir / "best.pt", map_location="cpu", weights_only=True)
     image_size: int | list[int] = h if h == w else [h, w]
-    save_torch(outdir / "model.pt", {
-        "format": CHECKPOINT_FORMAT, "state_dict": best["state"], "model_name": model_name,
-        "model_kwargs": kwargs, "config": asdict(cfg), "init": init, "init_detail": init_detail,
-        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+    head = header(kind="cls", model_name=model_name, model_kwargs=kwargs, input_size=image_size,
+                  seed=cfg.seed, versions=environment_info(device), low_pct=low_pct,
+                  high_pct=high_pct, class_names=class_names or list(DEFAULT_CLASS_NAMES))
+    weights = best_state["model_state"]
+    save_checkpoint(outdir / "model.pt", {
+        **head, "config": asdict(cfg), "init": init, "init_detail": init_detail,
+        "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "best_val_auc": best["metrics"]["auc"], "image_size": image_size,
-        "versions": environment_info(device),
-    })  # fmt: skip
+        "stack_size": stack_size if stack_size is not None else image_size,
+        LEGACY_WEIGHTS: weights,  # the same tensors (stored once): readers of the first format
+    }, weights)  # fmt: skip
     summary = {
         "model_name": model_name, "model_kwargs": kwargs, "init": init, "init_detail": init_detail,
-        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+        "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "best_val_auc": best["metrics"]["auc"], "val_metrics": _json_safe(best["metrics"]),
-        "epochs_run": best["epochs_run"], "stopped_early": best["stopped_early"],
+        "epochs_run": len(state.history), "stopped_early": len(state.history) < cfg.epochs,
         "n_train": int((~val).sum()), "n_val": int(val.sum()),
         "n_train_patients": int(np.unique(ids[~val]).size),
         "n_val_patients": int(np.unique(ids[val]).size),
