@@ -338,40 +338,27 @@ def _cls_source(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
-    from cxrbs.core.atomic import write_csv
-    from cxrbs.cls.train import load_classifier, predict_proba
-    from cxrbs.data.io import read_image
-    from cxrbs.data.preprocess import preprocess, to_uint16
     from cxrbs.bs.suppress import iter_inputs
+    from cxrbs.cls.predict import predict_files
+    from cxrbs.cls.train import load_classifier
+    from cxrbs.core.atomic import write_csv
 
     if not Path(args.model).is_file():
         raise CxrbsError(f"classifier checkpoint {args.model} does not exist: "
                          "check the --model path")
     model, meta = load_classifier(Path(args.model))
-    size = args.size or _checkpoint_size(meta.get("image_size"))
     files = list(iter_inputs(args.inputs))
     if not files:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
-    rows: list[dict[str, Any]] = []
-    failed = 0
-    for start in range(0, len(files), args.batch_size):
-        batch, names = [], []
-        for path in files[start:start + args.batch_size]:
-            try:
-                batch.append(to_uint16(preprocess(read_image(path), size, low_pct=LOW_PCT,
-                                                  high_pct=HIGH_PCT)))
-                names.append(path)
-            except CxrbsError as exc:
-                _report(exc)
-                failed += 1
-        if batch:
-            prob = predict_proba(model, np.stack(batch)[:, None])
-            rows += [{"image": str(p), "probability": float(v)}
-                     for p, v in zip(names, prob, strict=True)]
-    frame = pd.DataFrame(rows, columns=["image", "probability"])
+    failed: list[Path] = []
+
+    def skip(path: Path, exc: CxrbsError) -> None:
+        _report(exc)
+        failed.append(path)
+
+    # The workflow's own preprocessing route (cxrbs.cls.predict), so the numbers agree with it.
+    frame = predict_files(model, meta, files, batch_size=args.batch_size, size=args.size,
+                          on_error=skip)
     if args.output:
         write_csv(args.output, frame)
         print(f"wrote {len(frame)} prediction(s) to {args.output}")

@@ -128,9 +128,10 @@ def read_checkpoint(path: str | Path, *, sha256: str | None = None,
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types for a damaged file
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise CxrbsError(f"{path} is not a readable cxrbs checkpoint ({type(exc).__name__}"
-                         f"{': ' + first if first else ''}): {_hint()}") from exc
+        why = ("it holds Python objects a cxrbs checkpoint never contains"
+               if "weights only" in str(exc).lower() else "it is damaged or incomplete")
+        raise CxrbsError(f"{path} is not a readable cxrbs checkpoint ({type(exc).__name__}: "
+                         f"{why}): {_hint()}") from exc
     if not isinstance(ckpt, dict) or "model_name" not in ckpt or not (
         WEIGHTS in ckpt or LEGACY_WEIGHTS in ckpt
     ):
