@@ -132,7 +132,7 @@ def iter_inputs(inputs: Iterable[Path]) -> Iterator[Path]:
             raise CxrbsError(f"input {item} does not exist: check the path")
 
 
-def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: float = 1.0,
+def suppress_image(model: Any, image: np.ndarray, *, size: int, low_pct: float = 1.0,
                    high_pct: float = 99.0, full_resolution: bool = True) -> np.ndarray:
     """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path."""
     small = resize_image(image.astype(np.float64), size)

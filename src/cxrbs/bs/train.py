@@ -31,7 +31,6 @@ from tqdm import tqdm
 
 from cxrbs.core import atomic
 from cxrbs.core.device import (
-    AMP_MODES,
     autocast_context,
     configure_threads,
     environment_info,
@@ -41,7 +40,12 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.bs.losses import CombinedLoss, msssim_settings
 from cxrbs.bs.metrics import as_float01, check_pair_stack
 from cxrbs.models.checkpoint import header, load_checkpoint
+from cxrbs.bs.config import TrainConfig
+from cxrbs.bs.predict import predict_images
 from cxrbs.training import loop
+
+__all__ = ["HISTORY_COLUMNS", "TrainConfig", "load_bs_model", "predict_images", "train_bs",
+           "val_side"]
 
 log = logging.getLogger(__name__)
 
@@ -50,89 +54,6 @@ HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "lr", "seconds", "images_per_s"]
 # an epoch computes (more epochs extend the same run; threads/device only change speed).
 _RESUME_FREE = ("epochs", "threads", "device")
 _OUTPUTS = ("best.pt", "last.pt", "history.csv", "train_summary.json")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; defaults are the study's (Adam 1e-3, batch 8, 200 epochs, patience 10)."""
-
-    epochs: int = 200
-    batch_size: int = 8
-    lr: float = 1e-3
-    early_stopping_patience: int = 10
-    lr_factor: float = 0.5
-    lr_patience: int = 10
-    min_lr: float = 1e-5
-    crop_size: int | None = None
-    steps_per_epoch: int | None = None
-    mae_weight: float = 0.16
-    msssim_weight: float = 0.84
-    seed: int = 13
-    amp: str = "none"
-    channels_last: bool = False
-    threads: int | None = None
-    device: str = "auto"
-    val_batch_size: int = 4
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a config section, naming unknown keys instead of ignoring them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CxrbsError(
-                f"unknown training setting(s) {', '.join(unknown)}: "
-                f"valid keys are {', '.join(sorted(known))}"
-            )
-        cfg = cls(**dict(values))
-        cfg.validate()
-        return cfg
-
-    def _check_types(self) -> None:
-        """YAML and the CLI hand over strings and floats; name the key before anything trains."""
-        ints = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience", "lr_patience",
-                "seed")
-        optional_ints = ("crop_size", "steps_per_epoch", "threads")
-        floats = ("lr", "lr_factor", "min_lr", "mae_weight", "msssim_weight")
-        for key in ints + optional_ints:
-            value = getattr(self, key)
-            if value is None and key in optional_ints:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CxrbsError(f"training setting {key} must be an integer, got {value!r}")
-        for key in floats:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise CxrbsError(f"training setting {key} must be a number, got {value!r}")
-        if not isinstance(self.channels_last, bool):
-            raise CxrbsError(f"training setting channels_last must be true or false, "
-                             f"got {self.channels_last!r}")
-
-    def validate(self) -> None:
-        self._check_types()
-        positive = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience")
-        for key in positive:
-            if int(getattr(self, key)) < 1:
-                raise CxrbsError(f"training setting {key} must be >= 1, got {getattr(self, key)}")
-        if self.lr_patience < 0:
-            raise CxrbsError(f"training setting lr_patience must be >= 0, got {self.lr_patience}")
-        for key in ("lr", "lr_factor"):
-            if not float(getattr(self, key)) > 0:
-                raise CxrbsError(f"training setting {key} must be > 0, got {getattr(self, key)}")
-        if not 0 < self.lr_factor < 1:
-            raise CxrbsError(f"training setting lr_factor must be in (0, 1), got {self.lr_factor}")
-        if self.crop_size is not None and int(self.crop_size) < 5:
-            raise CxrbsError(
-                f"training setting crop_size must be >= 5 or null, got {self.crop_size}"
-            )
-        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
-            raise CxrbsError(
-                f"training setting steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}"
-            )
-        if self.amp not in AMP_MODES:
-            raise CxrbsError(
-                f"training setting amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"
-            )
 
 
 @dataclass
@@ -462,7 +383,7 @@ def train_bs(
     device = select_device(cfg.device)
     model = _build_model(model_name, dict(model_kwargs), cfg.seed).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     run = _Run(
         model=model,
@@ -507,45 +428,3 @@ def load_bs_model(
     """A bone-suppression model (eval mode) and its metadata; see cxrbs.models.checkpoint."""
     return load_checkpoint(path, "bs", sha256=sha256, device=select_device(str(device)),
                            purpose="`suppress`")
-
-
-def predict_images(
-    model: nn.Module,
-    images: np.ndarray,
-    *,
-    batch_size: int = 4,
-    amp: str = "none",
-    channels_last: bool = False,
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """Bone-suppressed (N,H,W) float32 images in [0, 1] from (N,H,W) radiographs, batch by batch.
-
-    ``device=None`` keeps the model where it is; otherwise the model is moved there (and to
-    channels-last memory when asked), which changes the model object in place.
-    """
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 3:
-        raise CxrbsError(f"predict_images takes an (N,H,W) image stack, got shape {shape}")
-    if int(batch_size) < 1:
-        raise CxrbsError(f"batch_size must be >= 1, got {batch_size}")
-    if device is not None:
-        model.to(select_device(str(device)))
-    dev = next(model.parameters()).device
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    out = np.empty(shape, dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, shape[0], int(batch_size)):
-                x = torch.from_numpy(as_float01(images[start : start + int(batch_size)]))[:, None]
-                x = x.to(dev)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast_context(dev, amp):
-                    y = model(x)
-                out[start : start + x.shape[0]] = y.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out

@@ -17,15 +17,90 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from cxrbs.cls.train import predict_proba
+import torch
+from torch import Tensor
+
+from cxrbs.core.device import autocast_context
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.io import read_image
-from cxrbs.data.preprocess import preprocess, resize_images, to_uint16
+from cxrbs.data.preprocess import from_uint16, preprocess, resize_images, to_uint16
+from cxrbs.training import loop
 
 __all__ = ["PREDICTION_COLUMNS", "fold_images", "predict_files", "predict_images",
-           "prepare_image", "preprocessing_of"]
+           "predict_proba", "prepare_image", "preprocessing_of"]
 
 PREDICTION_COLUMNS = ["image", "probability"]
+
+
+def _check_images(images: np.ndarray) -> tuple[int, int]:
+    """(H, W) of an (N,H,W) float or (N,C,H,W) uint16/float stack, else a clear error."""
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))
+    dtype_ok = images.dtype == np.uint16 or np.issubdtype(images.dtype, np.floating)
+    if not (shape_ok and dtype_ok) or images.shape[0] == 0:
+        raise CxrbsError(
+            f"classifier images must be (N,H,W) float32 in [0,1] or a uint16 (N,1,H,W) stack; "
+            f"got shape {images.shape}, dtype {images.dtype}: rebuild the prepared data"
+        )
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
+def _load_batch(images: np.ndarray, idx: np.ndarray) -> Tensor:
+    """Float32 (B,C,H,W) for some rows only: a whole stack in float would not fit in memory."""
+    arr = images[idx]
+    if arr.dtype == np.uint16:
+        x = from_uint16(arr)
+    else:
+        x = np.asarray(arr, dtype=np.float32)
+        if not np.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
+            raise CxrbsError(
+                "classifier images must be finite and in [0, 1]: run them through "
+                "cxrbs.data.preprocess first"
+            )
+    if x.ndim == 3:
+        x = x[:, None]
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+_chunks = loop.chunks
+
+
+def _forward(model: nn.Module, x: Tensor, device: torch.device, amp: str, cl: bool) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, amp):
+        return model(x).float()
+
+
+def _stream_logits(
+    model: nn.Module, images: np.ndarray, idx: np.ndarray, batch_size: int, amp: str, cl: bool
+) -> list[tuple[np.ndarray, Tensor]]:
+    device = next(model.parameters()).device
+    return [
+        (b, _forward(model, _load_batch(images, b), device, amp, cl))
+        for b in _chunks(idx, batch_size)
+    ]
+
+
+def _prob_of_positive(logits: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)[:, 1]
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: np.ndarray, *, batch_size: int = 32, amp: str = "none"
+) -> np.ndarray:
+    """Probability of class 1 (TB/abnormal) per image, streamed batch by batch in eval mode."""
+    _check_images(images)
+    if batch_size < 1:
+        raise CxrbsError(f"batch_size must be a positive integer, got {batch_size}")
+    model.eval()
+    idx = np.arange(images.shape[0])
+    streamed = _stream_logits(model, images, idx, batch_size, amp, False)
+    parts = [_prob_of_positive(z).cpu() for _, z in streamed]
+    return torch.cat(parts).numpy().astype(np.float64)
 
 
 def _side(value: Any) -> int | None:

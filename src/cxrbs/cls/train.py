@@ -9,13 +9,12 @@ would otherwise flow silently into every metric and paired test downstream.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cxrbs.cls.augment import augment_batch, epoch_generator
+from cxrbs.cls.config import ClsTrainConfig
+from cxrbs.cls.setup import (
+    _build_model,
+    _check_labels,
+    _class_weights,
+    _make_optimizer,
+    _plain,
+    _validation_mask,
+)
+from cxrbs.cls.predict import (
+    _check_images,
+    _forward,
+    _load_batch,
+    _prob_of_positive,
+    _stream_logits,
+    predict_proba,
+)
 from cxrbs.core.atomic import ensure_dir, write_csv, write_json
 from cxrbs.cls.metrics import binary_metrics
 from cxrbs.core.device import (
-    AMP_MODES,
     autocast_context,
     configure_threads,
     environment_info,
     select_device,
 )
 from cxrbs.core.errors import CxrbsError
-from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
-from cxrbs.data.preprocess import from_uint16
-from cxrbs.data.splits import check_val_mask, patient_split
 from cxrbs.models.checkpoint import (
     DEFAULT_CLASS_NAMES,
     LEGACY_WEIGHTS,
     header,
     load_checkpoint,
-    read_checkpoint,
     save_checkpoint,
 )
 from cxrbs.training import loop
 
-__all__ = [
+__all__ = [  # ClsTrainConfig, augment_batch, predict_proba: re-exported from config/augment/predict
     "ClsTrainConfig",
     "augment_batch",
     "load_classifier",
@@ -64,254 +76,14 @@ HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_auc", "val_acc", "lr", "sec
                    "images_per_s"]  # fmt: skip
 #: Settings that may change between a killed run and its resumption (speed only).
 _RESUME_FREE = ("threads", "device")
-_AUGMENT_DEFAULTS: dict[str, Any] = {"rotation": 5.0, "shift": 0.2, "hflip": True}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("plateau", "cosine"),
-    "amp": AMP_MODES,
-}
-_POSITIVE_INTS = ("epochs", "batch_size", "early_stopping_patience", "collapse_patience")
-_NONNEG_INTS = ("warmup_epochs", "lr_patience", "seed")
-_OPTIONAL_POSITIVE_INTS = ("steps_per_epoch", "threads")
-_BOOLS = ("nesterov", "class_balanced", "channels_last")
 #: Probabilities spread less than this over the validation set count as one constant prediction.
 _CONSTANT_STD = 1e-4
 #: ... as does a one-class prediction whose AUC is this close to chance.
 _CHANCE_AUC_BAND = 0.02
 
 
-def _bad(key: str, value: Any, rule: str) -> CxrbsError:
-    return CxrbsError(f"classifier training setting {key}={value!r} is invalid: {rule}")
-
-
-def _check_augment(aug: Any) -> dict[str, Any]:
-    if not isinstance(aug, dict):
-        raise _bad("augment", aug, "give a mapping with rotation, shift, hflip")
-    unknown = sorted(set(aug) - set(_AUGMENT_DEFAULTS))
-    if unknown:
-        raise CxrbsError(
-            f"unknown classifier augmentation setting(s) augment.{', augment.'.join(unknown)}: "
-            f"use {', '.join(_AUGMENT_DEFAULTS)}"
-        )
-    out = {**_AUGMENT_DEFAULTS, **aug}
-    if not isinstance(out["hflip"], bool):
-        raise _bad("augment.hflip", out["hflip"], "must be true or false")
-    for key, hi in (("rotation", 45.0), ("shift", 0.5)):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
-            raise _bad(f"augment.{key}", v, f"must be a number in [0, {hi:g}]")
-        out[key] = float(v)
-    return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-@dataclass
-class ClsTrainConfig:
-    """One classifier training stage (``cls.pretrain`` or ``cls.finetune``); defaults = study."""
-
-    epochs: int = 32
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-6
-    schedule: str = "plateau"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 5
-    lr_factor: float = 0.5
-    lr_patience: int = 5
-    min_lr: float = 1e-5
-    class_balanced: bool = True
-    val_fraction: float = 0.1
-    amp: str = "none"
-    channels_last: bool = False
-    steps_per_epoch: int | None = None
-    collapse_patience: int = 3
-    augment: dict[str, Any] = field(default_factory=lambda: dict(_AUGMENT_DEFAULTS))
-    seed: int = 13
-    threads: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.augment = _check_augment(self.augment)
-        for key, options in _CHOICES.items():
-            if getattr(self, key) not in options:
-                raise _bad(key, getattr(self, key), f"use one of {', '.join(options)}")
-        for key in _POSITIVE_INTS + _NONNEG_INTS + _OPTIONAL_POSITIVE_INTS:
-            v = getattr(self, key)
-            if v is None and key in _OPTIONAL_POSITIVE_INTS:
-                continue
-            low = 0 if key in _NONNEG_INTS else 1
-            if not _is_int(v) or v < low:
-                raise _bad(key, v, f"must be an integer >= {low}")
-        for key in _BOOLS:
-            if not isinstance(getattr(self, key), bool):
-                raise _bad(key, getattr(self, key), "must be true or false")
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        rules = {  # key: (low, high, low inclusive, high inclusive)
-            "lr": (0.0, math.inf, False, False),
-            "momentum": (0.0, 1.0, True, True),
-            "weight_decay": (0.0, math.inf, True, False),
-            "label_smoothing": (0.0, 0.5, True, True),
-            "lr_factor": (0.0, 1.0, False, False),
-            "min_lr": (0.0, math.inf, True, False),
-            "val_fraction": (0.0, 1.0, False, False),
-        }
-        for key, (lo, hi, lo_in, hi_in) in rules.items():
-            v = getattr(self, key)
-            ok = _is_num(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
-            if not ok:
-                interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
-                raise _bad(key, v, f"must be a number in {interval}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, **overrides: Any) -> ClsTrainConfig:
-        """Build from a config section; an unknown key is an error, never silently ignored."""
-        merged = {**(d or {}), **overrides}
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(merged) - set(known))
-        if unknown:
-            raise CxrbsError(
-                f"unknown classifier training setting(s) {', '.join(unknown)}: "
-                f"known settings are {', '.join(known)}"
-            )
-        return cls(**merged)
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """CPU generator of one epoch's augmentations: reruns and resumed epochs draw the same."""
-    state = np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def augment_batch(
-    x: Tensor,
-    generator: torch.Generator,
-    *,
-    rotation: float = 5.0,
-    shift: float = 0.2,
-    hflip: bool = True,
-) -> Tensor:
-    """Random rotation (±degrees), shift (±fraction of the side) and horizontal flip per image.
-
-    One affine_grid/grid_sample call per batch keeps it cheap on the CPU. Parameters are drawn on
-    the CPU generator whatever ``x``'s device, so a seed gives the same images on CPU and GPU.
-    Borders repeat the edge pixels, like Keras' default fill_mode "nearest" in the study.
-    """
-    n, _, h, w = x.shape
-    u = torch.rand(n, 4, generator=generator, dtype=torch.float64)  # drawn even if unused
-    if rotation == 0 and shift == 0 and not hflip:
-        return x
-    angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
-    tx, ty = (2 * u[:, 1] - 1) * 2 * shift, (2 * u[:, 2] - 1) * 2 * shift  # [-1,1] spans 2
-    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # Rotation in pixel space, written in normalised coordinates (hence the aspect factors).
-    theta = torch.stack(
-        [
-            torch.stack([cos * flip, -sin * (h / w), tx], dim=1),
-            torch.stack([sin * (w / h) * flip, cos, ty], dim=1),
-        ],
-        dim=1,
-    ).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _check_images(images: np.ndarray) -> tuple[int, int]:
-    """(H, W) of an (N,H,W) float or (N,C,H,W) uint16/float stack, else a clear error."""
-    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))
-    dtype_ok = images.dtype == np.uint16 or np.issubdtype(images.dtype, np.floating)
-    if not (shape_ok and dtype_ok) or images.shape[0] == 0:
-        raise CxrbsError(
-            f"classifier images must be (N,H,W) float32 in [0,1] or a uint16 (N,1,H,W) stack; "
-            f"got shape {images.shape}, dtype {images.dtype}: rebuild the prepared data"
-        )
-    return int(images.shape[-2]), int(images.shape[-1])
-
-
-def _load_batch(images: np.ndarray, idx: np.ndarray) -> Tensor:
-    """Float32 (B,C,H,W) for some rows only: a whole stack in float would not fit in memory."""
-    arr = images[idx]
-    if arr.dtype == np.uint16:
-        x = from_uint16(arr)
-    else:
-        x = np.asarray(arr, dtype=np.float32)
-        if not np.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
-            raise CxrbsError(
-                "classifier images must be finite and in [0, 1]: run them through "
-                "cxrbs.data.preprocess first"
-            )
-    if x.ndim == 3:
-        x = x[:, None]
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-_chunks = loop.chunks
-
-
-def _forward(model: nn.Module, x: Tensor, device: torch.device, amp: str, cl: bool) -> Tensor:
-    x = x.to(device, non_blocking=True)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast_context(device, amp):
-        return model(x).float()
-
-
-def _stream_logits(
-    model: nn.Module, images: np.ndarray, idx: np.ndarray, batch_size: int, amp: str, cl: bool
-) -> list[tuple[np.ndarray, Tensor]]:
-    device = next(model.parameters()).device
-    return [
-        (b, _forward(model, _load_batch(images, b), device, amp, cl))
-        for b in _chunks(idx, batch_size)
-    ]
-
-
-def _prob_of_positive(logits: Tensor) -> Tensor:
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: np.ndarray, *, batch_size: int = 32, amp: str = "none"
-) -> np.ndarray:
-    """Probability of class 1 (TB/abnormal) per image, streamed batch by batch in eval mode."""
-    _check_images(images)
-    if batch_size < 1:
-        raise CxrbsError(f"batch_size must be a positive integer, got {batch_size}")
-    model.eval()
-    idx = np.arange(images.shape[0])
-    streamed = _stream_logits(model, images, idx, batch_size, amp, False)
-    parts = [_prob_of_positive(z).cpu() for _, z in streamed]
-    return torch.cat(parts).numpy().astype(np.float64)
-
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples to lists (as YAML gives them), so kwargs compare and reload alike."""
-    return json.loads(json.dumps(obj))
 
 
 def load_classifier(
@@ -319,90 +91,6 @@ def load_classifier(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode on ``device``, metadata without the weights); see models.checkpoint."""
     return load_checkpoint(path, "cls", sha256=sha256, device=device, purpose="`predict`")
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.shape != (n,) or not np.isin(y, (0, 1)).all():
-        raise CxrbsError(
-            f"classifier labels must be one 0/1 value per image ({n}); got shape {y.shape} "
-            f"with values {np.unique(y)[:5].tolist()}: check the label column of the manifest"
-        )
-    return y.astype(np.int64)
-
-
-def _validation_mask(
-    ids: np.ndarray, y: np.ndarray, cfg: ClsTrainConfig, val_mask: np.ndarray | None
-) -> np.ndarray:
-    if val_mask is None:
-        return patient_split(ids, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=y)
-    return check_val_mask(val_mask, ids)
-
-
-def _build_model(
-    name: str,
-    kwargs: dict[str, Any],
-    cfg: ClsTrainConfig,
-    init_checkpoint: Path | None,
-    torchvision_weights: Path | None,
-) -> tuple[nn.Module, str, dict[str, Any]]:
-    """Model, its ``init`` tag and details; the checkpoint wins over ImageNet weights."""
-    if model_kind(name) != "cls":
-        raise CxrbsError(
-            f"model {name!r} is a bone-suppression model, not a classifier: use one of "
-            f"{', '.join(list_models('cls'))}"
-        )
-    if int(kwargs.get("num_classes", 2)) != 2:
-        raise CxrbsError(
-            f"cls.model_kwargs.num_classes must be 2 (normal/abnormal), got {kwargs['num_classes']}"
-        )
-    model = create_model(name, seed=cfg.seed, **kwargs)
-    if init_checkpoint is not None:
-        path = Path(init_checkpoint)
-        ckpt = read_checkpoint(path, expect="cls")
-        if ckpt["model_name"] != name or _plain(ckpt["model_kwargs"]) != _plain(kwargs):
-            raise CxrbsError(
-                f"{path} holds a {ckpt['model_name']!r} {ckpt['model_kwargs']} classifier but this "
-                f"stage trains {name!r} {kwargs}: keep cls.model and cls.model_kwargs the same "
-                "for pre-training and fine-tuning"
-            )
-        return load_checkpoint(path, "cls")[0].train(), f"checkpoint:{path}", {}
-    if torchvision_weights is not None:
-        path = Path(torchvision_weights)
-        info = load_torchvision_weights(model, path)
-        if info["missing"]:
-            log.warning("%s: %d features.* tensors of %s were not in the file and stay random",
-                        path, len(info["missing"]), name)
-        detail = {"file": str(path), "loaded": info["loaded"], "missing": len(info["missing"])}
-        return model, f"imagenet:{path.name}", detail
-    log.warning("no ImageNet weights given: training from random initialisation")
-    return model, "random", {}
-
-
-def _class_weights(y_train: np.ndarray, balanced: bool) -> Tensor:
-    counts = np.bincount(y_train, minlength=2)
-    if (counts == 0).any():
-        raise CxrbsError(
-            f"the training split has no images of class {int(np.argmin(counts))}: "
-            "add data of both classes or change the split seed"
-        )
-    w = y_train.size / (2.0 * counts) if balanced else np.ones(2)
-    return torch.as_tensor(w, dtype=torch.float32)
-
-
-def _make_optimizer(model: nn.Module, cfg: ClsTrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,  # torch refuses Nesterov without momentum
-        weight_decay=cfg.weight_decay,
-    )
 
 
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
@@ -680,7 +368,7 @@ def train_classifier(
             (outdir / stale).unlink(missing_ok=True)
         model.to(device)
         if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         init_files = [Path(p) for p in (init_checkpoint, torchvision_weights) if p is not None]
         meta = loop.plain({
             "format": CHECKPOINT_FORMAT, "model_name": model_name, "model_kwargs": kwargs,
@@ -717,3 +405,4 @@ def train_classifier(
     summary = _json_safe(summary)
     write_json(outdir / "train_summary.json", summary)
     return summary
+

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
+from cxrbs.models.checkpoint import save_checkpoint
 
 #: Loop state saved in ``last.pt`` beside the task's own training state.
 LOOP_KEYS = ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "stopped_early", "history",
@@ -65,9 +66,14 @@ class LoopState:
 class Task(Protocol):
     """The task-specific half of training (see bs.train and cls.train for the two users)."""
 
-    epochs: int
-    patience: int
-    history_columns: Sequence[str]
+    @property
+    def epochs(self) -> int: ...
+
+    @property
+    def patience(self) -> int: ...
+
+    @property
+    def history_columns(self) -> Sequence[str]: ...
 
     def epoch_context(self, epoch: int) -> AbstractContextManager[Any]: ...
 
@@ -263,7 +269,7 @@ def run_epochs(task: Task, state: LoopState, outdir: Path) -> LoopState:
         state.stopped_early = state.bad_epochs >= task.patience
         meta = task.metadata(state)
         if improved:
-            atomic.save_torch(outdir / "best.pt", {**meta, "model_state": task.model_state()})
+            save_checkpoint(outdir / "best.pt", meta, task.model_state())
         _save_last(outdir / "last.pt", meta, task, state)
         write_history()
         task.log_epoch(epoch, row, improved)
