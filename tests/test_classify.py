@@ -324,3 +324,63 @@ def test_shift_and_rotation_ranges() -> None:
     torch.testing.assert_close(centre_of_mass(rotated), centre_of_mass(line), atol=0.05, rtol=0)
     assert not torch.allclose(rotated, line, atol=1e-2)
     assert torch.allclose(rotated.sum(dim=(1, 2, 3)), line.sum(dim=(1, 2, 3)), rtol=0.02)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_killed_classifier_training_resumes_to_the_uninterrupted_result(
+    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """last.pt carries weights, optimiser, schedule, warm-up step, collapse streak and the torch
+    RNG (dropout): a run killed in epoch 4 and rerun equals the uninterrupted one bitwise."""
+    import cxrbs.cls.train as cls_train
+
+    imgs, y, ids = data
+    cfg = config(epochs=5, warmup_epochs=1, lr_patience=0, early_stopping_patience=5,
+                 steps_per_epoch=3)  # fmt: skip
+    train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path / "a", progress=False)
+    real = cls_train._Run.train_epoch
+    computed: list[int] = []
+
+    def killed_in_epoch_4(self, epoch):
+        if epoch == 4:
+            raise KeyboardInterrupt
+        computed.append(epoch)
+        return real(self, epoch)
+
+    monkeypatch.setattr(cls_train._Run, "train_epoch", killed_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path / "b", progress=False)
+    assert computed == [1, 2, 3] and not (tmp_path / "b" / "model.pt").exists()
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 3
+
+    def spy(self, epoch):
+        computed.append(epoch)
+        return real(self, epoch)
+
+    monkeypatch.setattr(cls_train._Run, "train_epoch", spy)
+    computed.clear()
+    with caplog.at_level(logging.INFO, logger="cxrbs.cls.train"):
+        summary = train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path / "b",
+                                   progress=False)  # fmt: skip
+    assert computed == [4, 5] and "resuming from epoch 3" in caplog.text
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    la = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    lb = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert all(torch.equal(la["model_state"][k], lb["model_state"][k]) for k in la["model_state"])
+    cols = ["epoch", "loss", "val_loss", "val_auc", "val_acc", "lr"]
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in "ab")
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], check_exact=True)
+    sa = json.loads((tmp_path / "a" / "train_summary.json").read_text())
+    for key in ("best_epoch", "best_val_loss", "best_val_auc", "val_metrics", "epochs_run"):
+        assert sa[key] == summary[key], key
+
+    # Other data in the same folder is a different run: it starts fresh, never resumes.
+    computed.clear()
+    with caplog.at_level(logging.INFO, logger="cxrbs.cls.train"):
+        train_classifier(MODEL, KWARGS, imgs[::-1].copy(), y[::-1].copy(), ids[::-1].copy(),
+                         config(epochs=1), tmp_path / "b", progress=False)  # fmt: skip
+    assert computed == [1] and "not resuming" in caplog.text

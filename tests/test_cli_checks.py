@@ -183,7 +183,7 @@ def test_progress_lines_without_a_terminal(fixtures: dict[str, Path], tmp_path: 
     assert main(["predict", str(fixtures["images"]), "--model", str(fixtures["cls"]),
                  "--batch-size", "1", "-o", str(tmp_path / "p.csv")]) == 0
     err = capsys.readouterr().err
-    assert "predict: 3/3 batch(s) done" in err
+    assert "predict: 3/3 image(s) done" in err
     assert main(["-q", "predict", str(fixtures["images"]), "--model", str(fixtures["cls"])]) == 0
     captured = capsys.readouterr()
     assert "done" not in captured.err and captured.out.startswith("image,p_abnormal\n")

@@ -55,6 +55,23 @@ cfg = TrainConfig(epochs=epochs, batch_size=4, steps_per_epoch=steps, lr=2e-3, l
 train_bs("resnet_bs", {"width": 8, "n_blocks": 1, "output": "residual"},
          np.load(data / "train.npy"), np.load(data / "val.npy"), cfg, out, progress=False)
 """
+CLS_TRAIN_SCRIPT = """
+import logging, sys
+from pathlib import Path
+import numpy as np
+import torch
+torch.set_num_threads(1)
+from cxrbs.cls.train import ClsTrainConfig, train_classifier
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+data, out, epochs, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cfg = ClsTrainConfig(epochs=epochs, batch_size=8, steps_per_epoch=steps, optimizer="adamw",
+                     lr=3e-3, lr_patience=1, warmup_epochs=1, early_stopping_patience=epochs,
+                     collapse_patience=epochs, val_fraction=0.25, seed=11, threads=1,
+                     device="cpu")
+train_classifier("small_cnn", {"widths": [4, 8, 8, 8]}, np.load(data / "images.npy"),
+                 np.load(data / "labels.npy"), np.load(data / "ids.npy"), cfg, out,
+                 progress=False)
+"""
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -75,11 +92,12 @@ def temps(folder: Path) -> list[Path]:
 
 
 class TrainingProcess:
-    """``train_bs`` in its own Python process, so a signal kills it for real."""
+    """``train_bs`` (or ``train_classifier``) in its own Python process, so a signal kills it
+    for real."""
 
-    def __init__(self, data: Path, out: Path) -> None:
+    def __init__(self, data: Path, out: Path, script: str = TRAIN_SCRIPT) -> None:
         self.out = out
-        cmd = [sys.executable, "-c", TRAIN_SCRIPT, str(data), str(out), str(EPOCHS), str(STEPS)]
+        cmd = [sys.executable, "-c", script, str(data), str(out), str(EPOCHS), str(STEPS)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=CHILD_ENV)
         self._stderr: str | None = None
@@ -191,6 +209,61 @@ def test_killed_training_resumes_to_the_uninterrupted_result(
         torch.load(reference_run.out / "last.pt", weights_only=True)["optimizer_state"],
         "optimizer_state",
     )
+    assert not temps(out)
+
+
+@pytest.fixture(scope="module")
+def classifier_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cls")
+    rng = np.random.default_rng(3)
+    ids = np.repeat(np.arange(24), 2)
+    y = ids % 2
+    imgs = rng.uniform(0.2, 0.4, (ids.size, 48, 48)).astype(np.float32)
+    imgs[y == 1, 10:22, 12:24] += 0.4
+    np.save(folder / "images.npy", imgs)
+    np.save(folder / "labels.npy", y)
+    np.save(folder / "ids.npy", ids.astype(str))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier_reference(classifier_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    run = TrainingProcess(classifier_data, tmp_path_factory.mktemp("cls_reference") / "run",
+                          CLS_TRAIN_SCRIPT)
+    yield run
+    run.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_classifier_training_resumes_to_the_uninterrupted_result(
+    sig: signal.Signals, classifier_data: Path, classifier_reference: TrainingProcess,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    victim = TrainingProcess(classifier_data, out, CLS_TRAIN_SCRIPT)
+    try:
+        victim.wait_for_epochs(2)
+        victim.kill(sig)
+    finally:
+        victim.stop()
+    assert victim.proc.returncode == -sig
+    done = int(torch.load(out / "last.pt", weights_only=True)["epoch"])
+    assert 2 <= done < EPOCHS and not (out / "model.pt").exists()
+
+    log = TrainingProcess(classifier_data, out, CLS_TRAIN_SCRIPT).finish()
+    assert f"resuming from epoch {done}" in log
+    assert "resuming" not in classifier_reference.finish()
+    ref_out = classifier_reference.out
+    cols = ["epoch", "loss", "val_loss", "val_auc", "val_acc", "lr"]
+    final, ref = pd.read_csv(out / "history.csv"), pd.read_csv(ref_out / "history.csv")
+    assert final["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    pd.testing.assert_frame_equal(final[cols], ref[cols], check_exact=True)
+    assert_equal_tensors(torch.load(out / "model.pt", weights_only=True)["state_dict"],
+                         torch.load(ref_out / "model.pt", weights_only=True)["state_dict"],
+                         "model.pt")
+    for key in ("model_state", "optimizer_state", "torch_rng"):
+        assert_equal_tensors(torch.load(out / "last.pt", weights_only=True)[key],
+                             torch.load(ref_out / "last.pt", weights_only=True)[key], key)
     assert not temps(out)
 
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cxrbs.cls.pipeline import finetune_fold
-from cxrbs.core.snakemake_glue import run
+from cxrbs.core.snakemake_glue import percentiles, run
 
 
 def main(sm):
@@ -9,7 +9,8 @@ def main(sm):
                   variant=sm.wildcards.variant, fold=int(sm.wildcards.fold),
                   init_checkpoint=Path(sm.input.pretrained), train_cfg=dict(sm.params.train),
                   seed=sm.params.seed, outdir=Path(sm.output.model).parent, threads=sm.threads,
-                  hog_floor=sm.params.hog_floor, input_size=sm.params.input_size)
+                  hog_floor=sm.params.hog_floor, input_size=sm.params.input_size,
+                  **percentiles(sm.config))
 
 
 run(snakemake, main)  # noqa: F821

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from cxrbs.cls.pipeline import pretrain
-from cxrbs.core.snakemake_glue import run
+from cxrbs.core.snakemake_glue import percentiles, run
 
 
 def main(sm):
@@ -13,7 +13,8 @@ def main(sm):
     pretrain([Path(p) for p in sm.input.manifests], [Path(p) for p in sm.input.images],
              model=sm.params.model, model_kwargs=dict(sm.params.model_kwargs), train_cfg=dict(sm.params.train),
              seed=sm.params.seed, outdir=Path(sm.output.model).parent, weights=weights,
-             threads=sm.threads, hog_floor=sm.params.hog_floor, input_size=sm.params.input_size)
+             threads=sm.threads, hog_floor=sm.params.hog_floor, input_size=sm.params.input_size,
+             **percentiles(sm.config))
 
 
 run(snakemake, main)  # noqa: F821

@@ -95,7 +95,13 @@ def resolve_model(model: Path | None, layout: Layout | None = None) -> Path:
 
 def model_image_size(meta: dict[str, Any], default: int = 256) -> int:
     """The side the model was trained at: its validation images are the uncropped, unaugmented
-    preprocessed stack, so their side is the preprocessing size (crop_size only cuts patches)."""
+    preprocessed stack, so their side is the preprocessing size (crop_size only cuts patches).
+    Checkpoints record it as ``input_size``; older ones are read through their data shapes."""
+    size = meta.get("input_size")
+    if isinstance(size, (list, tuple)) and size:
+        size = size[0]
+    if size:
+        return int(size)
     if meta.get("image_size"):
         return int(meta["image_size"])
     shape = (meta.get("data") or {}).get("val_shape") or (meta.get("data") or {}).get("train_shape")
@@ -123,7 +129,7 @@ def iter_inputs(inputs: Iterable[Path], *, exclude: Iterable[Path] = ()) -> Iter
             raise CxrbsError(f"input {item} does not exist: check the path")
 
 
-def suppress_image(model: object, image: np.ndarray, *, size: int, low_pct: float = 1.0,
+def suppress_image(model: Any, image: np.ndarray, *, size: int, low_pct: float = 1.0,
                    high_pct: float = 99.0, full_resolution: bool = True) -> np.ndarray:
     """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path."""
     small = resize_image(image.astype(np.float64), size)
@@ -197,6 +203,8 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
                 raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
                                  "and study tags from; use --format png for this file")
             result = suppress_image(model, read_image(path), size=size,
+                                    low_pct=float(meta.get("low_pct", 1.0)),
+                                    high_pct=float(meta.get("high_pct", 99.0)),
                                     full_resolution=full_resolution)
             if fmt == "dicom":
                 write_dicom_derived(target, result, path, series_description=description)

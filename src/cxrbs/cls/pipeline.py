@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from cxrbs.core.atomic import write_csv
-from cxrbs.cls.train import ClsTrainConfig, load_classifier, predict_proba, train_classifier
+from cxrbs.cls.predict import fold_images, predict_images
+from cxrbs.cls.train import ClsTrainConfig, load_classifier, train_classifier
 from cxrbs.cls.metrics import metrics_with_ci
 from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.cls.hog_floor import train_hog_floor
-from cxrbs.data.preprocess import resize_images
 from cxrbs.data.splits import patient_split
 from cxrbs.cls.stats import compare_variants
 
@@ -49,19 +49,22 @@ def _image_names(frame: pd.DataFrame) -> list[str]:
 
 def pretrain(manifests: list[Path], stacks: list[Path], *, model: str, model_kwargs: dict[str, Any],
              train_cfg: dict[str, Any], seed: int, outdir: Path, weights: Path | None,
-             threads: int | None, hog_floor: bool, input_size: int | None = None) -> pd.DataFrame:
+             threads: int | None, hog_floor: bool, input_size: int | None = None,
+             low_pct: float = 1.0, high_pct: float = 99.0) -> pd.DataFrame:
     """Stage 1: CXR-modality pretraining (normal vs abnormal) with a patient-level validation split."""
     images, frame = load_labelled_sets(manifests, stacks)
-    images = resize_images(images, input_size)
+    stack_size = int(images.shape[-1])
+    images = fold_images(images, input_size)
     labels = frame["label"].astype(int).to_numpy()
     patients = frame["patient_key"].to_numpy()
     cfg = ClsTrainConfig.from_dict(train_cfg, seed=seed, threads=threads)
     is_val = patient_split(patients, val_fraction=cfg.val_fraction, seed=seed, labels=labels)
     train_classifier(model, model_kwargs, images, labels, patients, cfg, outdir,
-                     torchvision_weights=weights, val_mask=is_val)
+                     torchvision_weights=weights, val_mask=is_val, stage="pretrain",
+                     low_pct=low_pct, high_pct=high_pct, stack_size=stack_size)
     deep, _ = load_classifier(outdir / "model.pt")
     rows = _prediction_rows(frame[is_val], "pretrain", "baseline", "deep", "val",
-                            predict_proba(deep, images[is_val]))
+                            predict_images(deep, images[is_val]))
     if hog_floor:
         floor, _ = train_hog_floor(images, labels, patients, val_mask=is_val, seed=seed)
         rows = pd.concat([rows, _prediction_rows(frame[is_val], "pretrain", "baseline", "hog_floor",
@@ -81,10 +84,12 @@ def _prediction_rows(frame: pd.DataFrame, dataset: str, variant: str, model: str
 
 def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: str, fold: int,
                   init_checkpoint: Path, train_cfg: dict[str, Any], seed: int, outdir: Path,
-                  threads: int | None, hog_floor: bool, input_size: int | None = None) -> pd.DataFrame:
+                  threads: int | None, hog_floor: bool, input_size: int | None = None,
+                  low_pct: float = 1.0, high_pct: float = 99.0) -> pd.DataFrame:
     """Stage 2: fine-tune on the other folds (inner patient-level validation), predict fold ``fold``."""
     folds = pd.read_csv(folds_path, dtype={"patient_id": str})
-    images = resize_images(load_stack(stack_path), input_size)
+    stack = load_stack(stack_path)
+    images = fold_images(stack, input_size)
     if len(images) != len(folds):
         raise CxrbsError(f"{stack_path} has {len(images)} images but {folds_path} lists {len(folds)}")
     held_out = folds["fold"].to_numpy() == fold
@@ -96,10 +101,12 @@ def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: 
     cfg = ClsTrainConfig.from_dict(train_cfg, seed=seed + fold, threads=threads)
     name, kwargs = _model_spec(init_checkpoint)
     train_classifier(name, kwargs, images[~held_out], labels, patients, cfg, outdir,
-                     init_checkpoint=init_checkpoint)
+                     init_checkpoint=init_checkpoint, stage="finetune", low_pct=low_pct,
+                     high_pct=high_pct, stack_size=int(stack.shape[-1]))
     deep, _ = load_classifier(outdir / "model.pt")
     test = folds[held_out]
-    rows = _prediction_rows(test, dataset, variant, "deep", fold, predict_proba(deep, images[held_out]))
+    rows = _prediction_rows(test, dataset, variant, "deep", fold,
+                            predict_images(deep, images[held_out]))
     if hog_floor:
         is_val = patient_split(patients, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=labels)
         floor, _ = train_hog_floor(images[~held_out], labels, patients, val_mask=is_val, seed=cfg.seed)

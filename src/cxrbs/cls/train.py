@@ -8,12 +8,13 @@ would otherwise flow silently into every metric and paired test downstream.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import math
-import pickle
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cxrbs.core.atomic import ensure_dir, save_torch, write_csv, write_json
+from cxrbs.cls.augment import augment_batch, epoch_generator
+from cxrbs.cls.config import ClsTrainConfig
+from cxrbs.cls.setup import (
+    _build_model,
+    _check_labels,
+    _class_weights,
+    _make_optimizer,
+    _plain,
+    _validation_mask,
+)
+from cxrbs.cls.predict import (
+    _check_images,
+    _forward,
+    _load_batch,
+    _prob_of_positive,
+    _stream_logits,
+    predict_proba,
+)
+from cxrbs.core.atomic import ensure_dir, write_csv, write_json
 from cxrbs.cls.metrics import binary_metrics
 from cxrbs.core.device import (
-    AMP_MODES,
     autocast_context,
     configure_threads,
     environment_info,
     select_device,
 )
 from cxrbs.core.errors import CxrbsError
-from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
-from cxrbs.data.preprocess import from_uint16
-from cxrbs.data.splits import check_val_mask, patient_split
+from cxrbs.models.checkpoint import (
+    DEFAULT_CLASS_NAMES,
+    LEGACY_WEIGHTS,
+    header,
+    load_checkpoint,
+    save_checkpoint,
+)
+from cxrbs.training import loop
 
-__all__ = [
+__all__ = [  # ClsTrainConfig, augment_batch, predict_proba: re-exported from config/augment/predict
     "ClsTrainConfig",
     "augment_batch",
     "load_classifier",
@@ -49,396 +72,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cxrbs-classifier-1"
-_AUGMENT_DEFAULTS: dict[str, Any] = {"rotation": 5.0, "shift": 0.2, "hflip": True}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("plateau", "cosine"),
-    "amp": AMP_MODES,
-}
-_POSITIVE_INTS = ("epochs", "batch_size", "early_stopping_patience", "collapse_patience")
-_NONNEG_INTS = ("warmup_epochs", "lr_patience", "seed")
-_OPTIONAL_POSITIVE_INTS = ("steps_per_epoch", "threads")
-_BOOLS = ("nesterov", "class_balanced", "channels_last")
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_auc", "val_acc", "lr", "seconds",
+                   "images_per_s"]  # fmt: skip
+#: Settings that may change between a killed run and its resumption (speed only).
+_RESUME_FREE = ("threads", "device")
 #: Probabilities spread less than this over the validation set count as one constant prediction.
 _CONSTANT_STD = 1e-4
 #: ... as does a one-class prediction whose AUC is this close to chance.
 _CHANCE_AUC_BAND = 0.02
 
 
-def _bad(key: str, value: Any, rule: str) -> CxrbsError:
-    return CxrbsError(f"classifier training setting {key}={value!r} is invalid: {rule}")
-
-
-def _check_augment(aug: Any) -> dict[str, Any]:
-    if not isinstance(aug, dict):
-        raise _bad("augment", aug, "give a mapping with rotation, shift, hflip")
-    unknown = sorted(set(aug) - set(_AUGMENT_DEFAULTS))
-    if unknown:
-        raise CxrbsError(
-            f"unknown classifier augmentation setting(s) augment.{', augment.'.join(unknown)}: "
-            f"use {', '.join(_AUGMENT_DEFAULTS)}"
-        )
-    out = {**_AUGMENT_DEFAULTS, **aug}
-    if not isinstance(out["hflip"], bool):
-        raise _bad("augment.hflip", out["hflip"], "must be true or false")
-    for key, hi in (("rotation", 45.0), ("shift", 0.5)):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
-            raise _bad(f"augment.{key}", v, f"must be a number in [0, {hi:g}]")
-        out[key] = float(v)
-    return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-@dataclass
-class ClsTrainConfig:
-    """One classifier training stage (``cls.pretrain`` or ``cls.finetune``); defaults = study."""
-
-    epochs: int = 32
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-6
-    schedule: str = "plateau"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 5
-    lr_factor: float = 0.5
-    lr_patience: int = 5
-    min_lr: float = 1e-5
-    class_balanced: bool = True
-    val_fraction: float = 0.1
-    amp: str = "none"
-    channels_last: bool = False
-    steps_per_epoch: int | None = None
-    collapse_patience: int = 3
-    augment: dict[str, Any] = field(default_factory=lambda: dict(_AUGMENT_DEFAULTS))
-    seed: int = 13
-    threads: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.augment = _check_augment(self.augment)
-        for key, options in _CHOICES.items():
-            if getattr(self, key) not in options:
-                raise _bad(key, getattr(self, key), f"use one of {', '.join(options)}")
-        for key in _POSITIVE_INTS + _NONNEG_INTS + _OPTIONAL_POSITIVE_INTS:
-            v = getattr(self, key)
-            if v is None and key in _OPTIONAL_POSITIVE_INTS:
-                continue
-            low = 0 if key in _NONNEG_INTS else 1
-            if not _is_int(v) or v < low:
-                raise _bad(key, v, f"must be an integer >= {low}")
-        for key in _BOOLS:
-            if not isinstance(getattr(self, key), bool):
-                raise _bad(key, getattr(self, key), "must be true or false")
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        rules = {  # key: (low, high, low inclusive, high inclusive)
-            "lr": (0.0, math.inf, False, False),
-            "momentum": (0.0, 1.0, True, True),
-            "weight_decay": (0.0, math.inf, True, False),
-            "label_smoothing": (0.0, 0.5, True, True),
-            "lr_factor": (0.0, 1.0, False, False),
-            "min_lr": (0.0, math.inf, True, False),
-            "val_fraction": (0.0, 0.5, False, False),  # = schema cls_train.val_fraction
-        }
-        for key, (lo, hi, lo_in, hi_in) in rules.items():
-            v = getattr(self, key)
-            ok = _is_num(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
-            if not ok:
-                interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
-                raise _bad(key, v, f"must be a number in {interval}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, **overrides: Any) -> ClsTrainConfig:
-        """Build from a config section; an unknown key is an error, never silently ignored."""
-        merged = {**(d or {}), **overrides}
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(merged) - set(known))
-        if unknown:
-            raise CxrbsError(
-                f"unknown classifier training setting(s) {', '.join(unknown)}: "
-                f"known settings are {', '.join(known)}"
-            )
-        return cls(**merged)
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """CPU generator of one epoch's augmentations: reruns and resumed epochs draw the same."""
-    state = np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def augment_batch(
-    x: Tensor,
-    generator: torch.Generator,
-    *,
-    rotation: float = 5.0,
-    shift: float = 0.2,
-    hflip: bool = True,
-) -> Tensor:
-    """Random rotation (±degrees), shift (±fraction of the side) and horizontal flip per image.
-
-    One affine_grid/grid_sample call per batch keeps it cheap on the CPU. Parameters are drawn on
-    the CPU generator whatever ``x``'s device, so a seed gives the same images on CPU and GPU.
-    Borders repeat the edge pixels, like Keras' default fill_mode "nearest" in the study.
-    """
-    n, _, h, w = x.shape
-    u = torch.rand(n, 4, generator=generator, dtype=torch.float64)  # drawn even if unused
-    if rotation == 0 and shift == 0 and not hflip:
-        return x
-    angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
-    tx, ty = (2 * u[:, 1] - 1) * 2 * shift, (2 * u[:, 2] - 1) * 2 * shift  # [-1,1] spans 2
-    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if hflip else torch.ones(n, dtype=u.dtype)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # Rotation in pixel space, written in normalised coordinates (hence the aspect factors).
-    theta = torch.stack(
-        [
-            torch.stack([cos * flip, -sin * (h / w), tx], dim=1),
-            torch.stack([sin * (w / h) * flip, cos, ty], dim=1),
-        ],
-        dim=1,
-    ).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _check_images(images: np.ndarray) -> tuple[int, int]:
-    """(H, W) of an (N,H,W) float or (N,C,H,W) uint16/float stack, else a clear error."""
-    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))
-    dtype_ok = images.dtype == np.uint16 or np.issubdtype(images.dtype, np.floating)
-    if not (shape_ok and dtype_ok) or images.shape[0] == 0:
-        raise CxrbsError(
-            f"classifier images must be (N,H,W) float32 in [0,1] or a uint16 (N,1,H,W) stack; "
-            f"got shape {images.shape}, dtype {images.dtype}: rebuild the prepared data"
-        )
-    return int(images.shape[-2]), int(images.shape[-1])
-
-
-def _load_batch(images: np.ndarray, idx: np.ndarray) -> Tensor:
-    """Float32 (B,C,H,W) for some rows only: a whole stack in float would not fit in memory."""
-    arr = images[idx]
-    if arr.dtype == np.uint16:
-        x = from_uint16(arr)
-    else:
-        x = np.asarray(arr, dtype=np.float32)
-        if not np.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
-            raise CxrbsError(
-                "classifier images must be finite and in [0, 1]: run them through "
-                "cxrbs.data.preprocess first"
-            )
-    if x.ndim == 3:
-        x = x[:, None]
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
-    return [idx[i : i + size] for i in range(0, len(idx), size)]
-
-
-def _forward(model: nn.Module, x: Tensor, device: torch.device, amp: str, cl: bool) -> Tensor:
-    x = x.to(device, non_blocking=True)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast_context(device, amp):
-        return model(x).float()
-
-
-def _stream_logits(
-    model: nn.Module, images: np.ndarray, idx: np.ndarray, batch_size: int, amp: str, cl: bool
-) -> list[tuple[np.ndarray, Tensor]]:
-    device = next(model.parameters()).device
-    return [
-        (b, _forward(model, _load_batch(images, b), device, amp, cl))
-        for b in _chunks(idx, batch_size)
-    ]
-
-
-def _prob_of_positive(logits: Tensor) -> Tensor:
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: np.ndarray, *, batch_size: int = 32, amp: str = "none"
-) -> np.ndarray:
-    """Probability of class 1 (TB/abnormal) per image, streamed batch by batch in eval mode."""
-    _check_images(images)
-    if batch_size < 1:
-        raise CxrbsError(f"batch_size must be a positive integer, got {batch_size}")
-    model.eval()
-    idx = np.arange(images.shape[0])
-    streamed = _stream_logits(model, images, idx, batch_size, amp, False)
-    parts = [_prob_of_positive(z).cpu() for _, z in streamed]
-    return torch.cat(parts).numpy().astype(np.float64)
-
 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CxrbsError(
-            f"classifier checkpoint {path} does not exist: run its training step first"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CxrbsError(
-            f"cannot read classifier checkpoint {path} ({exc}): delete it and train again"
-        ) from exc
-    keys = ("state_dict", "model_name", "model_kwargs")
-    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise CxrbsError(
-            f"{path} is not a classifier checkpoint written by cxrbs (no {', '.join(missing)}): "
-            "point to a model.pt from the classifier training step"
-        )
-    return ckpt
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples to lists (as YAML gives them), so kwargs compare and reload alike."""
-    return json.loads(json.dumps(obj))
-
-
-def _model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
-    try:
-        model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (CxrbsError, RuntimeError, TypeError) as exc:
-        raise CxrbsError(
-            f"classifier checkpoint {path} does not rebuild its model {ckpt['model_name']!r} "
-            f"{ckpt['model_kwargs']} ({exc}): train it again with this version of cxrbs"
-        ) from exc
-    return model
-
-
 def load_classifier(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu", *, sha256: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode on ``device``, metadata without the weights) from a model.pt."""
-    path = Path(path)
-    ckpt = _read_checkpoint(path)
-    model = _model_from_checkpoint(ckpt, path).to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    meta["path"] = str(path)
-    return model, meta
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.shape != (n,) or not np.isin(y, (0, 1)).all():
-        raise CxrbsError(
-            f"classifier labels must be one 0/1 value per image ({n}); got shape {y.shape} "
-            f"with values {np.unique(y)[:5].tolist()}: check the label column of the manifest"
-        )
-    return y.astype(np.int64)
-
-
-def _validation_mask(
-    ids: np.ndarray, y: np.ndarray, cfg: ClsTrainConfig, val_mask: np.ndarray | None
-) -> np.ndarray:
-    if val_mask is None:
-        return patient_split(ids, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=y)
-    return check_val_mask(val_mask, ids)
-
-
-def _build_model(
-    name: str,
-    kwargs: dict[str, Any],
-    cfg: ClsTrainConfig,
-    init_checkpoint: Path | None,
-    torchvision_weights: Path | None,
-) -> tuple[nn.Module, str, dict[str, Any]]:
-    """Model, its ``init`` tag and details; the checkpoint wins over ImageNet weights."""
-    if model_kind(name) != "cls":
-        raise CxrbsError(
-            f"model {name!r} is a bone-suppression model, not a classifier: use one of "
-            f"{', '.join(list_models('cls'))}"
-        )
-    if int(kwargs.get("num_classes", 2)) != 2:
-        raise CxrbsError(
-            f"cls.model_kwargs.num_classes must be 2 (normal/abnormal), got {kwargs['num_classes']}"
-        )
-    model = create_model(name, seed=cfg.seed, **kwargs)
-    if init_checkpoint is not None:
-        path = Path(init_checkpoint)
-        ckpt = _read_checkpoint(path)
-        if ckpt["model_name"] != name or _plain(ckpt["model_kwargs"]) != _plain(kwargs):
-            raise CxrbsError(
-                f"{path} holds a {ckpt['model_name']!r} {ckpt['model_kwargs']} classifier but this "
-                f"stage trains {name!r} {kwargs}: keep cls.model and cls.model_kwargs the same "
-                "for pre-training and fine-tuning"
-            )
-        return _model_from_checkpoint(ckpt, path), f"checkpoint:{path}", {}
-    if torchvision_weights is not None:
-        path = Path(torchvision_weights)
-        info = load_torchvision_weights(model, path)
-        if info["missing"]:
-            log.warning("%s: %d features.* tensors of %s were not in the file and stay random",
-                        path, len(info["missing"]), name)
-        detail = {"file": str(path), "loaded": info["loaded"], "missing": len(info["missing"])}
-        return model, f"imagenet:{path.name}", detail
-    log.warning("no ImageNet weights given: training from random initialisation")
-    return model, "random", {}
-
-
-def _class_weights(y_train: np.ndarray, balanced: bool) -> Tensor:
-    counts = np.bincount(y_train, minlength=2)
-    if (counts == 0).any():
-        raise CxrbsError(
-            f"the training split has no images of class {int(np.argmin(counts))}: "
-            "add data of both classes or change the split seed"
-        )
-    w = y_train.size / (2.0 * counts) if balanced else np.ones(2)
-    return torch.as_tensor(w, dtype=torch.float32)
-
-
-def _make_optimizer(model: nn.Module, cfg: ClsTrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,  # torch refuses Nesterov without momentum
-        weight_decay=cfg.weight_decay,
-    )
-
-
-def _epoch_batches(train_idx: np.ndarray, cfg: ClsTrainConfig, epoch: int) -> list[np.ndarray]:
-    """Shuffled batches seeded by (seed, epoch); a trailing single image is left to next epoch."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    if cfg.steps_per_epoch is None:
-        batches = _chunks(rng.permutation(train_idx), cfg.batch_size)
-        return batches[:-1] if len(batches) > 1 and len(batches[-1]) < 2 else batches
-    need = cfg.steps_per_epoch * cfg.batch_size
-    reps = -(-need // train_idx.size)
-    order = np.concatenate([rng.permutation(train_idx) for _ in range(reps)])[:need]
-    return _chunks(order, cfg.batch_size)
+    """(model in eval mode on ``device``, metadata without the weights); see models.checkpoint."""
+    return load_checkpoint(path, "cls", sha256=sha256, device=device, purpose="`predict`")
 
 
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
@@ -450,15 +102,24 @@ def _looks_constant(prob: np.ndarray, auc: float) -> bool:
     return one_class and math.isfinite(auc) and abs(auc - 0.5) <= _CHANCE_AUC_BAND
 
 
-# --------------------------------------------------------------------------- training loop
+# --------------------------------------------------------------------------- training task
 
 
 class _Run:
-    """State of one training run; methods are the epoch's steps."""
+    """One classifier run as a :class:`cxrbs.training.loop.Task`.
+
+    The loop counts epochs from 1; the seeds of the batch order, the augmentations and the
+    schedule use ``epoch - 1`` as they always have, so results did not change with the loop.
+    """
+
+    history_columns = HISTORY_COLUMNS
 
     def __init__(self, model: nn.Module, images: np.ndarray, y: np.ndarray, val: np.ndarray,
-                 cfg: ClsTrainConfig, device: torch.device, stage: str | None) -> None:
+                 cfg: ClsTrainConfig, device: torch.device, stage: str | None,
+                 meta: dict[str, Any], progress: bool) -> None:
         self.model, self.images, self.y, self.cfg, self.device = model, images, y, cfg, device
+        self.meta, self.progress = meta, progress
+        self.epochs, self.patience = int(cfg.epochs), int(cfg.early_stopping_patience)
         self.train_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
         self.weights = _class_weights(y[self.train_idx], cfg.class_balanced).to(device)
         self.criterion = nn.CrossEntropyLoss(
@@ -471,33 +132,50 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.stage_key = f"cls.{stage}" if stage else "cls.pretrain / cls.finetune"
+        self._constant = False
 
     def _set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr
 
-    def _epoch_lr(self, epoch: int) -> None:
+    def _epoch_lr(self, e0: int) -> None:
         """Warm-up is set per step in train_epoch; cosine decays per epoch after it."""
         cfg = self.cfg
-        if epoch < cfg.warmup_epochs or cfg.schedule != "cosine":
-            if epoch == cfg.warmup_epochs and cfg.warmup_epochs > 0:
+        if e0 < cfg.warmup_epochs or cfg.schedule != "cosine":
+            if e0 == cfg.warmup_epochs and cfg.warmup_epochs > 0:
                 self._set_lr(cfg.lr)
             return
         span = max(1, cfg.epochs - cfg.warmup_epochs)
         floor = min(cfg.min_lr, cfg.lr)
-        k = epoch - cfg.warmup_epochs
+        k = e0 - cfg.warmup_epochs
         self._set_lr(floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * k / span)))
 
-    def train_epoch(self, epoch: int, progress: bool) -> tuple[float, int]:
-        cfg, model = self.cfg, self.model
-        batches = _epoch_batches(self.train_idx, cfg, epoch)
-        self._epoch_lr(epoch)
+    def epoch_context(self, epoch: int) -> AbstractContextManager[Any]:
+        return nullcontext()  # one torch stream for the whole run, saved in last.pt
+
+    def current_lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def _loss_error(self, epoch: int) -> Callable[[float], CxrbsError]:
+        return lambda value: CxrbsError(
+            f"training loss became {value} in epoch {epoch}: lower the learning rate "
+            f"({self.stage_key}.lr), or set amp: none"
+        )
+
+    def train_epoch(self, epoch: int) -> loop.EpochResult:
+        cfg, model, e0 = self.cfg, self.model, epoch - 1
+        t0 = time.perf_counter()
+        rng = loop.epoch_rng(cfg.seed, e0)
+        batches = loop.epoch_batches(rng, self.train_idx, cfg.batch_size, cfg.steps_per_epoch,
+                                     min_last=2)
+        self._epoch_lr(e0)
         warm_steps = cfg.warmup_epochs * len(batches)
-        gen = epoch_generator(cfg.seed, epoch)
+        gen = epoch_generator(cfg.seed, e0)
         model.train()
         total, seen = 0.0, 0
-        desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not self.progress,
+                   leave=False)
+        error = self._loss_error(epoch)
         for b in bar:
             if self.step < warm_steps:
                 self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
@@ -505,23 +183,15 @@ class _Run:
             logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
             loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))
             value = float(loss.item())
-            if not math.isfinite(value):
-                raise CxrbsError(
-                    f"training loss became {value} in epoch {epoch + 1}: lower the learning rate "
-                    f"({self.stage_key}.lr), or set amp: none"
-                )
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            loop.optimise(loss, value, self.opt, self.scaler, error)
             self.step += 1
             total, seen = total + value * len(b), seen + len(b)
             bar.set_postfix(loss=f"{total / seen:.4f}")
-        return total / max(seen, 1), seen
+        return loop.EpochResult(total / max(seen, 1), seen, time.perf_counter() - t0)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, np.ndarray]:
-        """Class-weighted validation loss (no smoothing) and P(class 1) per validation image."""
+    def validate(self, epoch: int) -> loop.Validation:
+        """Class-weighted validation loss (no smoothing), P(class 1) and the seven metrics."""
         self.model.eval()
         loss_sum, weight_sum, probs = 0.0, 0.0, []
         for b, logits in _stream_logits(self.model, self.images, self.val_idx, self.cfg.batch_size,
@@ -536,7 +206,65 @@ class _Run:
                 f"validation loss is {loss}: lower the learning rate ({self.stage_key}.lr), "
                 "or set amp: none"
             )
-        return loss, torch.cat(probs).numpy().astype(np.float64)
+        prob = torch.cat(probs).numpy().astype(np.float64)
+        return loop.Validation(loss, (prob, binary_metrics(self.y[self.val_idx], prob)))
+
+    def history_row(self, epoch: int, result: loop.EpochResult, val: loop.Validation,
+                    lr_before: float, seconds: float) -> dict[str, Any]:
+        metrics = val.info[1]
+        return {
+            "epoch": epoch, "loss": result.loss, "val_loss": val.loss, "val_auc": metrics["auc"],
+            "val_acc": metrics["accuracy"], "lr": self.current_lr(), "seconds": seconds,
+            "images_per_s": result.seen / max(result.seconds, 1e-9),
+        }  # fmt: skip
+
+    def check(self, epoch: int, val: loop.Validation, state: loop.LoopState) -> None:
+        prob, metrics = val.info
+        log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch,
+                 state.history[-1]["loss"], val.loss, metrics["auc"], self.current_lr())
+        self._constant = _looks_constant(prob, metrics["auc"])
+        streak = int(state.extra.get("constant_streak", 0))
+        streak = streak + 1 if self._constant else 0
+        state.extra["constant_streak"] = streak
+        if streak >= self.cfg.collapse_patience:
+            raise self.collapse_error(metrics["auc"], streak)
+
+    def on_improved(self, epoch: int, val: loop.Validation, state: loop.LoopState) -> None:
+        state.extra["best"] = {"metrics": dict(val.info[1]), "constant": self._constant}
+
+    def schedule(self, epoch: int, val_loss: float) -> None:
+        if epoch - 1 >= self.cfg.warmup_epochs and self.cfg.schedule == "plateau":
+            self.plateau.step(val_loss)
+
+    def metadata(self, state: loop.LoopState) -> dict[str, Any]:
+        return {**self.meta, "epoch": state.epoch, "best_epoch": state.best_epoch,
+                "best_val_loss": state.best_val}
+
+    def model_state(self) -> dict[str, Tensor]:
+        return loop.cpu_state(self.model.state_dict())
+
+    def training_state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_state": self.model_state(), "optimizer_state": self.opt.state_dict(),
+            "scheduler_state": self.plateau.state_dict(), "scaler_state": self.scaler.state_dict(),
+            "step": self.step, "torch_rng": rng,
+        }  # fmt: skip
+
+    def load_training_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model_state"])
+        self.opt.load_state_dict(ckpt["optimizer_state"])
+        self.plateau.load_state_dict(ckpt["scheduler_state"])
+        self.scaler.load_state_dict(ckpt["scaler_state"])
+        self.step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["torch_rng"]["cpu"].cpu())
+        if self.device.type == "cuda" and "cuda" in ckpt["torch_rng"]:
+            torch.cuda.set_rng_state(ckpt["torch_rng"]["cuda"].cpu(), self.device)
+
+    def log_epoch(self, epoch: int, row: Mapping[str, Any], improved: bool) -> None:
+        return None  # logged in check(), before a collapse can stop the run
 
     def collapse_error(self, auc: float, n: int) -> CxrbsError:
         return CxrbsError(
@@ -546,50 +274,39 @@ class _Run:
         )
 
 
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+def _fingerprint(images: np.ndarray, y: np.ndarray, ids: np.ndarray, val: np.ndarray,
+                 extra_files: list[Path]) -> str:
+    """Hash of what the run trains on: a last.pt of other data or another init is not resumed."""
+    h = hashlib.sha256()
+    for start in range(0, images.shape[0], 256):
+        h.update(np.ascontiguousarray(images[start:start + 256]).tobytes())
+    h.update(str(images.shape).encode() + str(images.dtype).encode())
+    h.update(np.ascontiguousarray(y).tobytes() + np.ascontiguousarray(val).tobytes())
+    h.update("\0".join(map(str, ids)).encode())
+    for path in extra_files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
-def _fit(run: _Run, outdir: Path, progress: bool) -> dict[str, Any]:
-    """Epoch loop: early stopping, LR schedule, collapse check; best state kept in memory."""
-    cfg, yv = run.cfg, run.y[run.val_idx]
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": math.inf}
-    bad_epochs = constant_streak = 0
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        loss, seen = run.train_epoch(epoch, progress)
-        train_s = time.perf_counter() - t0
-        val_loss, prob = run.evaluate()
-        metrics = binary_metrics(yv, prob)
-        lr = float(run.opt.param_groups[0]["lr"])
-        history.append({
-            "epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "val_auc": metrics["auc"],
-            "val_acc": metrics["accuracy"], "lr": lr, "seconds": time.perf_counter() - t0,
-            "images_per_s": seen / max(train_s, 1e-9),
-        })  # fmt: skip
-        write_csv(outdir / "history.csv", pd.DataFrame(history))
-        log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch + 1, loss,
-                 val_loss, metrics["auc"], lr)
-        constant = _looks_constant(prob, metrics["auc"])
-        constant_streak = constant_streak + 1 if constant else 0
-        if constant_streak >= cfg.collapse_patience:
-            raise run.collapse_error(metrics["auc"], constant_streak)
-        if val_loss < best["val_loss"]:
-            best = {"epoch": epoch + 1, "val_loss": val_loss, "metrics": metrics,
-                    "state": _cpu_state(run.model), "constant": constant}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if epoch >= cfg.warmup_epochs and cfg.schedule == "plateau":
-            run.plateau.step(val_loss)
-        if bad_epochs >= cfg.early_stopping_patience:
-            break
+def _resume_key(meta: Mapping[str, Any]) -> dict[str, Any]:
+    config = {k: v for k, v in dict(meta.get("config") or {}).items() if k not in _RESUME_FREE}
+    keys = ("format", "model_name", "model_kwargs", "init", "data_sha256")
+    return loop.plain({**{k: meta.get(k) for k in keys}, "config": config})
+
+
+def _fit(run: _Run, outdir: Path) -> loop.LoopState:
+    """Resume from last.pt when it is this run's, train, and refuse a collapsed best model."""
+    state = loop.LoopState()
+    if not loop.try_resume(outdir / "last.pt", run, state, _resume_key, log, run.device):
+        loop.forget_stale_outputs(outdir, ("best.pt", "last.pt", "history.csv"), log)
+    loop.run_epochs(run, state, outdir)
+    best = state.extra["best"]
     if best["constant"]:  # the run ended before the streak limit, but its best model is constant
-        raise run.collapse_error(best["metrics"]["auc"], max(constant_streak, 1))
-    best["epochs_run"] = len(history)
-    best["stopped_early"] = len(history) < cfg.epochs
-    return best
+        raise run.collapse_error(best["metrics"]["auc"],
+                                 max(int(state.extra.get("constant_streak", 0)), 1))
+    return state
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
@@ -613,12 +330,18 @@ def train_classifier(
     val_mask: np.ndarray | None = None,
     progress: bool = True,
     stage: str | None = None,
+    low_pct: float = 1.0,
+    high_pct: float = 99.0,
+    stack_size: int | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one classifier; writes split.csv, history.csv, model.pt, train_summary.json.
 
     model.pt (the lowest-validation-loss state) is written only when training ends without a
     collapse, so a downstream step never picks up a constant classifier. ``stage`` ("pretrain"
-    or "finetune") only names the config key in error messages.
+    or "finetune") only names the config key in error messages. ``low_pct``/``high_pct`` (the
+    preprocessing percentiles) and ``stack_size`` (the side of the prepared stack before any
+    resize to the input size) are recorded so that prediction preprocesses files the same way.
     """
     configure_threads(cfg.threads)
     device = select_device(cfg.device)
@@ -645,22 +368,34 @@ def train_classifier(
             (outdir / stale).unlink(missing_ok=True)
         model.to(device)
         if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        run = _Run(model, images, y, val, cfg, device, stage)
-        best = _fit(run, outdir, progress)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        init_files = [Path(p) for p in (init_checkpoint, torchvision_weights) if p is not None]
+        meta = loop.plain({
+            "format": CHECKPOINT_FORMAT, "model_name": model_name, "model_kwargs": kwargs,
+            "config": asdict(cfg), "init": init,
+            "data_sha256": _fingerprint(images, y, ids, val, init_files),
+        })  # fmt: skip
+        run = _Run(model, images, y, val, cfg, device, stage, meta, progress)
+        state = _fit(run, outdir)
+    best = state.extra["best"]
+    best_state = torch.load(outdir / "best.pt", map_location="cpu", weights_only=True)
     image_size: int | list[int] = h if h == w else [h, w]
-    save_torch(outdir / "model.pt", {
-        "format": CHECKPOINT_FORMAT, "state_dict": best["state"], "model_name": model_name,
-        "model_kwargs": kwargs, "config": asdict(cfg), "init": init, "init_detail": init_detail,
-        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+    head = header(kind="cls", model_name=model_name, model_kwargs=kwargs, input_size=image_size,
+                  seed=cfg.seed, versions=environment_info(device), low_pct=low_pct,
+                  high_pct=high_pct, class_names=class_names or list(DEFAULT_CLASS_NAMES))
+    weights = best_state["model_state"]
+    save_checkpoint(outdir / "model.pt", {
+        **head, "config": asdict(cfg), "init": init, "init_detail": init_detail,
+        "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "best_val_auc": best["metrics"]["auc"], "image_size": image_size,
-        "versions": environment_info(device),
-    })  # fmt: skip
+        "stack_size": stack_size if stack_size is not None else image_size,
+        LEGACY_WEIGHTS: weights,  # the same tensors (stored once): readers of the first format
+    }, weights)  # fmt: skip
     summary = {
         "model_name": model_name, "model_kwargs": kwargs, "init": init, "init_detail": init_detail,
-        "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+        "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "best_val_auc": best["metrics"]["auc"], "val_metrics": _json_safe(best["metrics"]),
-        "epochs_run": best["epochs_run"], "stopped_early": best["stopped_early"],
+        "epochs_run": len(state.history), "stopped_early": len(state.history) < cfg.epochs,
         "n_train": int((~val).sum()), "n_val": int(val.sum()),
         "n_train_patients": int(np.unique(ids[~val]).size),
         "n_val_patients": int(np.unique(ids[val]).size),
@@ -670,3 +405,4 @@ def train_classifier(
     summary = _json_safe(summary)
     write_json(outdir / "train_summary.json", summary)
     return summary
+

@@ -107,40 +107,32 @@ def positive_class(meta: dict[str, Any]) -> str:
 
 
 def predict(args: argparse.Namespace, *, progress: bool) -> int:
-    """One probability per image, column ``p_<positive class>``; bad files reported, skipped."""
-    import numpy as np
-    import pandas as pd
+    """One probability per image, column ``p_<positive class>``; bad files reported, skipped.
 
+    Images go through ``cxrbs.cls.predict``, the workflow's own preprocessing route, so a file
+    scored here gets exactly the probability the workflow gives it.
+    """
     from cxrbs.bs.suppress import iter_inputs
-    from cxrbs.cls.train import load_classifier, predict_proba
+    from cxrbs.cls.predict import predict_files
+    from cxrbs.cls.train import load_classifier
     from cxrbs.core.atomic import write_csv
-    from cxrbs.data.io import read_image
-    from cxrbs.data.preprocess import preprocess, to_uint16
 
     checks.check_predict(args)
     model, meta = load_classifier(Path(args.model))
-    size = args.size or checkpoint_size(meta.get("image_size"))
     column = "p_" + positive_class(meta)
     files = list(iter_inputs(args.inputs))
     if not files:
         raise CxrbsError("no input images found (PNG, JPEG, TIFF or DICOM)")
-    rows: list[dict[str, Any]] = []
-    failed = 0
-    starts = range(0, len(files), args.batch_size)
-    for start in progress_iter(starts, desc="predict", bar=progress, unit="batch"):
-        batch, names = [], []
-        for path in files[start:start + args.batch_size]:
-            try:
-                batch.append(to_uint16(preprocess(read_image(path), size, low_pct=LOW_PCT,
-                                                  high_pct=HIGH_PCT)))
-                names.append(path)
-            except CxrbsError as exc:
-                report(exc)
-                failed += 1
-        if batch:
-            prob = predict_proba(model, np.stack(batch)[:, None])
-            rows += [{"image": str(p), column: float(v)} for p, v in zip(names, prob, strict=True)]
-    frame = pd.DataFrame(rows, columns=["image", column])
+    failed: list[Path] = []
+
+    def skip(path: Path, exc: CxrbsError) -> None:
+        report(exc)
+        failed.append(path)
+
+    frame = predict_files(model, meta, progress_iter(files, desc="predict", bar=progress,
+                                                     unit="image"),
+                          batch_size=args.batch_size, size=args.size, on_error=skip)
+    frame = frame.rename(columns={"probability": column})
     if args.output:
         write_csv(args.output, frame)
         print(f"wrote {len(frame)} prediction(s) to {args.output}")

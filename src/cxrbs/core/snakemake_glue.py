@@ -38,3 +38,11 @@ def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
     except Terminated:
         logging.getLogger("cxrbs").error("%s", MESSAGE)
         sys.exit(EXIT_SIGTERM)
+
+
+def percentiles(config: Any) -> dict[str, float]:
+    """``low_pct``/``high_pct`` of the config's ``preprocess`` section (default 1/99), recorded in
+    checkpoints so that inference stretches images as the training stacks were."""
+    pre = dict((config or {}).get("preprocess") or {})
+    return {"low_pct": float(pre.get("low_percentile", 1.0)),
+            "high_pct": float(pre.get("high_percentile", 99.0))}
