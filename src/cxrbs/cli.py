@@ -86,6 +86,10 @@ def cmd_train_cls(args: argparse.Namespace) -> int:
     return cls_commands.train_cls(args, progress=_progress(args))
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    return info_commands.models(args)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     return cls_commands.predict(args, progress=_progress(args))
 
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_bs(sub)
     _add_evaluate_bs(sub)
     _add_suppress(sub)
+    _add_models(sub)
     _add_train_cls(sub)
     _add_predict(sub)
     return parser
@@ -151,6 +156,16 @@ def _add_info(sub: Any) -> None:
              "suppression, but info shows them as stored) and DICOM transfer syntax. Useful to check an export before training or suppression.",
              cmd_info)
     p.add_argument("files", nargs="+", metavar="FILE", help="image files")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text blocks")
+
+
+def _add_models(sub: Any) -> None:
+    p = _sub(sub, "models", "list the bone-suppression models bundled with cxrbs",
+             "The trained bone-suppression models shipped inside the package, with the headline "
+             "figures of their model cards (held-out gains over the identity baseline). Use one "
+             "with `cxrbs suppress --model NAME`; without --model, suppress uses the default one "
+             "when no workflow result is present.",
+             cmd_models)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text blocks")
 
 
@@ -244,9 +259,10 @@ def _add_suppress(sub: Any) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument("--model", type=Path, default=None, metavar="CKPT",
-                   help="checkpoint (best.pt); default: the workflow's choice in "
-                        "results/bs/best.json (run from the workflow folder)")
+    p.add_argument("--model", type=Path, default=None, metavar="CKPT|NAME",
+                   help="checkpoint (best.pt) or a bundled model's name (`cxrbs models`); "
+                        "default: the workflow's choice in results/bs/best.json when run from "
+                        "the workflow folder, else the default bundled model")
     p.add_argument("--format", choices=names.OUTPUT_FORMATS, default="png",
                    help="output format; dicom needs DICOM inputs (their tags are copied)")
     p.add_argument("--model-scale", action="store_true",

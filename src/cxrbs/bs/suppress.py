@@ -66,14 +66,27 @@ def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, o
     return result
 
 
-def resolve_model(model: Path | None, layout: Layout | None = None) -> Path:
-    """``--model`` if given, else the workflow's selected model; otherwise say how to get one."""
+def resolve_model(model: Path | str | None, layout: Layout | None = None) -> Path:
+    """The checkpoint to use, and say which when it was not named.
+
+    ``--model`` may be a checkpoint path or the name of a bundled model (``cxrbs models``).
+    Without it: the workflow's choice (``results/bs/best.json`` under the current folder, found
+    through :class:`Layout`), else the default bundled model, so suppression works out of the box.
+    Bundled weights are checked against their recorded sha256 before they are loaded.
+    """
+    from cxrbs.bs.bundled import default_bundled, get_bundled, is_bundled_name, verified_weights
+
     layout = layout or Layout()
     best_json = layout.bs_best
     if model is not None:
-        if not Path(model).is_file():
-            raise CxrbsError(f"model checkpoint {model} does not exist: check the --model path")
-        return Path(model)
+        if Path(model).is_file():
+            return Path(model)
+        if is_bundled_name(str(model)):
+            bundled = get_bundled(str(model))
+            log.info("using bundled model %s (model card: %s)", bundled.name, bundled.card)
+            return verified_weights(bundled)
+        raise CxrbsError(f"--model {model}: no such checkpoint file and no bundled model of that "
+                         "name; check the path, or see `cxrbs models`")
     if best_json.is_file():
         try:
             choice = json.loads(best_json.read_text(encoding="utf-8"))
@@ -84,9 +97,15 @@ def resolve_model(model: Path | None, layout: Layout | None = None) -> Path:
         if not path.is_absolute():  # the workflow writes it relative to its own folder
             path = layout.workflow_dir / path
         if path.is_file():
+            log.info("using the workflow's selected model %s (from %s)", path, best_json)
             return path
         raise CxrbsError(f"{best_json} names {path}, which is missing; rerun the workflow "
                          "or pass --model path/to/best.pt")
+    bundled_default = default_bundled()
+    if bundled_default is not None:
+        log.warning("no --model and no %s here: using the bundled model %s (model card: %s)",
+                    best_json, bundled_default.name, bundled_default.card)
+        return verified_weights(bundled_default)
     raise CxrbsError(
         f"no model given and no {best_json}: train one with `snakemake --cores all` "
         "(or `cxrbs train-bs`), or pass --model path/to/best.pt"

@@ -53,6 +53,23 @@ def info_block(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def models(args: argparse.Namespace) -> int:
+    """`cxrbs models`: every bundled model with its card's figures (the checksum is not read)."""
+    from cxrbs.bs.bundled import describe, list_bundled
+
+    bundled = list_bundled()
+    if args.json:
+        print(json.dumps([{"name": m.name, "default": m.default, "weights": str(m.weights),
+                           "sha256": m.sha256, "card": str(m.card), "figures": m.figures,
+                           "description": m.description} for m in bundled], indent=2))
+        return 0
+    if not bundled:
+        print("no bundled models in this installation")
+        return 0
+    print("\n\n".join(describe(m) for m in bundled))
+    return 0
+
+
 def phantoms(args: argparse.Namespace) -> int:
     """Synthetic radiographs in a public data set's folder layout."""
     from cxrbs.data.phantoms import write_layout

@@ -306,8 +306,12 @@ def check_evaluate_bs(args: argparse.Namespace) -> None:
 
 
 def check_suppress(args: argparse.Namespace) -> None:
+    from cxrbs.bs.bundled import is_bundled_name
+
     check_inputs("INPUT", args.inputs)
-    check_file("--model", args.model, "a bone-suppression checkpoint (best.pt)")
+    if args.model is None or not is_bundled_name(str(args.model)):
+        check_file("--model", args.model, "a bone-suppression checkpoint (best.pt) or the name "
+                   "of a bundled model (`cxrbs models`)")
     check_output_folder("-o", Path(args.output), args.inputs)
     check_numbers("suppress", args)
     check_device(args.device)
