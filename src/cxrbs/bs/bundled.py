@@ -8,7 +8,6 @@ the file and both checksums, never with a traceback from the unpickler.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,9 @@ def _index(directory: Path) -> dict[str, Any]:
     return data
 
 
-def list_bundled(directory: Path = BUNDLED_DIR) -> list[BundledModel]:
+def list_bundled(directory: Path | None = None) -> list[BundledModel]:
     """Every bundled model, default first."""
+    directory = directory or BUNDLED_DIR
     models = []
     for name, entry in sorted(_index(directory).items()):
         try:
@@ -63,12 +63,12 @@ def list_bundled(directory: Path = BUNDLED_DIR) -> list[BundledModel]:
     return sorted(models, key=lambda m: (not m.default, m.name))
 
 
-def default_bundled(directory: Path = BUNDLED_DIR) -> BundledModel | None:
+def default_bundled(directory: Path | None = None) -> BundledModel | None:
     models = list_bundled(directory)
     return models[0] if models else None
 
 
-def get_bundled(name: str, directory: Path = BUNDLED_DIR) -> BundledModel:
+def get_bundled(name: str, directory: Path | None = None) -> BundledModel:
     models = {m.name: m for m in list_bundled(directory)}
     if name not in models:
         known = ", ".join(models) or "none"
@@ -77,23 +77,17 @@ def get_bundled(name: str, directory: Path = BUNDLED_DIR) -> BundledModel:
     return models[name]
 
 
-def is_bundled_name(value: str | Path, directory: Path = BUNDLED_DIR) -> bool:
+def is_bundled_name(value: str | Path, directory: Path | None = None) -> bool:
     return str(value) in {m.name for m in list_bundled(directory)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verified_weights(model: BundledModel) -> Path:
     """The weight file, after checking it exists and its sha256 is the one recorded at release."""
     if not model.weights.is_file():
         raise CxrbsError(f"bundled model file {model.weights} is missing: reinstall cxrbs")
-    actual = file_sha256(model.weights)
+    from cxrbs.models.checkpoint import sha256_of  # torch only when a model is used
+
+    actual = sha256_of(model.weights)
     if actual != model.sha256:
         raise CxrbsError(
             f"bundled model file {model.weights} fails its checksum (sha256 {actual}, expected "
