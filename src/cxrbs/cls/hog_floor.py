@@ -168,6 +168,7 @@ class HogFloor:
     def save(self, path: str | Path) -> None:
         if self.coef_ is None:
             raise CxrbsError(f"cannot save an unfitted HOG floor to {path}: fit it first")
+        assert self.mean_ is not None and self.scale_ is not None  # set together with coef_
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(
                 fh,

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,11 +67,13 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def _features(model: nn.Module, x: Tensor) -> Tensor:
     device, dtype = _model_device_dtype(model)
-    return model.forward_features(x.to(device=device, dtype=dtype))
+    net: Any = model  # a ClassifierModel: forward_features / forward_head (duck-typed in tests)
+    return net.forward_features(x.to(device=device, dtype=dtype))
 
 
 def _scores(model: nn.Module, feats: Tensor, score: str) -> Tensor:
-    logits = model.forward_head(feats)
+    net: Any = model
+    logits = net.forward_head(feats)
     return torch.softmax(logits, dim=1) if score == "softmax" else logits
 
 
@@ -104,7 +107,8 @@ def _is_gap_linear_head(model: nn.Module, feats: Tensor) -> bool:
     if not isinstance(fc, nn.Linear) or fc.in_features != feats.shape[1]:
         return False
     expected = fc(feats.mean(dim=(2, 3)))
-    actual = model.forward_head(feats)
+    net: Any = model
+    actual = net.forward_head(feats)
     if actual.shape != expected.shape:
         return False
     scale = float(expected.abs().max()) + 1.0
@@ -147,7 +151,7 @@ def crm_raw(model: nn.Module, x: Tensor, score: str = "logit") -> np.ndarray:
     with eval_mode(model), torch.no_grad():
         feats = _features(model, x)
         if score == "logit" and _is_gap_linear_head(model, feats):
-            crm = _crm_closed_form(model.fc, feats)
+            crm = _crm_closed_form(getattr(model, "fc"), feats)
         else:
             crm = _crm_batched(model, feats, score)
     return crm.cpu().numpy().astype(np.float64)
@@ -179,7 +183,8 @@ def class_selective_relevance_map(
     The map is normalised *after* resizing so its peak is exactly 1 whatever the scale factor.
     """
     raw = crm_raw(model, x, score)
-    size = tuple(out_size) if out_size is not None else (int(x.shape[-2]), int(x.shape[-1]))
+    size = ((int(out_size[0]), int(out_size[1])) if out_size is not None
+            else (int(x.shape[-2]), int(x.shape[-1])))
     crm = _normalise_max(resize_image(raw, size))
     crm[crm < threshold] = 0.0
     return crm
@@ -195,7 +200,8 @@ def grad_cam_raw(model: nn.Module, x: Tensor, target_class: int) -> np.ndarray:
         with torch.no_grad():
             feats = _features(model, x)
         feats = feats.detach().requires_grad_(True)
-        logits = model.forward_head(feats)
+        net: Any = model
+        logits = net.forward_head(feats)
         if not 0 <= target_class < logits.shape[1]:
             raise ValueError(f"target_class {target_class} outside 0..{logits.shape[1] - 1}")
         (grads,) = torch.autograd.grad(logits[0, target_class], feats)

@@ -45,7 +45,7 @@ def extract_features(model: nn.Module, images: np.ndarray, *, batch_size: int = 
         for start in range(0, len(images), batch_size):
             batch = torch.as_tensor(images[start : start + batch_size], dtype=dtype, device=device)
             batch = batch[:, None].expand(-1, channels, -1, -1)
-            feats = model.forward_features(batch)
+            feats = getattr(model, "forward_features")(batch)
             chunks.append(feats.mean(dim=(2, 3)).float().cpu().numpy())
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)

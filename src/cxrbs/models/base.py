@@ -90,7 +90,8 @@ class BoneSuppressionModel(nn.Module):
                     nn.init.zeros_(m.bias)
         if self.output == "residual":
             nn.init.zeros_(self.out_conv.weight)
-            nn.init.zeros_(self.out_conv.bias)
+            if self.out_conv.bias is not None:
+                nn.init.zeros_(self.out_conv.bias)
 
 
 def relu_conv_stack(

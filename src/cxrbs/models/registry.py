@@ -108,5 +108,5 @@ def create_model(name: str, *, seed: int | None = None, **kwargs: Any) -> nn.Mod
             model = entry.constructor(**kwargs)
         except TypeError as exc:  # e.g. a string where a number was expected
             raise CxrbsError(f"bad arguments {kwargs} for model {name!r}: {exc}") from exc
-    model.cxrbs_spec = {"name": name, "kwargs": dict(kwargs)}
+    setattr(model, "cxrbs_spec", {"name": name, "kwargs": dict(kwargs)})  # plain attribute
     return model
