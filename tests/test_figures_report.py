@@ -19,19 +19,14 @@ from cxrbs.core.atomic import save_npy, save_torch, write_csv, write_json
 from cxrbs.bs.evaluate import select_best, summarize_evaluations
 from cxrbs.cls.pipeline import compare, evaluate
 from cxrbs.explain.crm import class_selective_relevance_map, mass_inside_boxes
-from cxrbs.report.figures import (
-    example_indices,
-    make_all_figures,
-    plot_bs_examples,
-    plot_bs_metrics,
-    plot_confusion,
-    plot_crm_grid,
-    plot_metric_comparison,
-    plot_roc,
-    plot_training_curves,
-    plot_tsne,
-    select_crm_cases,
-)
+from cxrbs.core.layout import Layout
+from cxrbs.explain.analysis import run_analysis
+from cxrbs.explain.selection import example_indices, select_crm_cases
+from cxrbs.explain.store import ExplainFiles, load_arrays, read_notes
+from cxrbs.report.figures import make_all_figures
+from cxrbs.report.figures_bs import plot_bs_examples, plot_bs_metrics, plot_training_curves
+from cxrbs.report.figures_cls import plot_confusion, plot_metric_comparison, plot_roc
+from cxrbs.report.figures_explain import plot_crm_grid, plot_tsne
 from cxrbs.data.io import write_png
 from cxrbs.models import create_model
 from cxrbs.data.preprocess import to_uint16
@@ -188,11 +183,19 @@ def _build_tree(root: Path, *, synthetic: bool = True,
     return results, config
 
 
+def _analyse(results: Path, config: dict[str, Any]) -> dict[str, list[str]]:
+    """The explain rule's step: models and stacks in, tables and arrays out."""
+    boxes = config["report"]["boxes_csv"]
+    files = ExplainFiles.of(Layout(results), with_boxes=bool(boxes))
+    return run_analysis(Layout(results), config, files, boxes_csv=boxes)
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tree")
     results, config = _build_tree(root)
+    _analyse(results, config)
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(results, config, results / "figures", notes=notes)
     html = build_report(results, config, figures, results / "report.html",
@@ -325,6 +328,7 @@ def test_missing_models_and_boxes_become_notes(tmp_path: Path) -> None:
     shutil.rmtree(results / "bs" / "eval" / "ae_bs")
     for name in ("bs/eval/summary.csv", "cls/metrics.csv", "cls/comparison.csv"):
         (results / name).unlink()
+    _analyse(results, config)
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(results, config, results / "figures", notes=notes)
     assert any("summary.csv" in n for n in notes["bone_suppression"])
@@ -339,6 +343,7 @@ def test_missing_models_and_boxes_become_notes(tmp_path: Path) -> None:
     assert not (results / "cls" / "crm_boxes.csv").exists()
     # nothing at all from the classifier models
     shutil.rmtree(results / "cls" / "shenzhen")
+    _analyse(results, config)
     notes = {}
     figures = make_all_figures(results, config, results / "figures2", notes=notes)
     assert figures["relevance_maps"] == [] and figures["feature_space"] == []
@@ -353,6 +358,7 @@ def test_missing_models_and_boxes_become_notes(tmp_path: Path) -> None:
 
 def test_report_without_any_results(tmp_path: Path) -> None:
     config = _config(None, synthetic=False)
+    _analyse(tmp_path / "results", config)
     notes: dict[str, list[str]] = {}
     figures = make_all_figures(tmp_path / "results", config, tmp_path / "figs", notes=notes)
     assert all(v == [] for v in figures.values())
@@ -465,3 +471,84 @@ def test_index_json_round_trip_through_scripts_format(tree: dict[str, Any], tmp_
     html = build_report(tree["results"], tree["config"], loaded["figures"], tmp_path / "r.html",
                         versions=software_versions(), notes=loaded["notes"])
     assert html.read_text(encoding="utf-8") == tree["html"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the explain stage and the two workflow scripts
+# ---------------------------------------------------------------------------------------------
+def test_analysis_writes_what_the_figures_draw(tree: dict[str, Any]) -> None:
+    files = ExplainFiles.of(Layout(tree["results"]))
+    examples = pd.read_csv(files.bs_examples_table)
+    assert list(examples["kind"]) == ["best", "median", "worst"]
+    assert set(examples["test_set"]) == {"des"} and set(examples["arch"]) == {"ae_bs"}
+    psnr = pd.read_csv(tree["results"] / "bs" / "eval" / "ae_bs" / "des.csv")["psnr"]
+    assert examples["psnr"].iloc[0] == pytest.approx(psnr.max())
+    arrays = load_arrays(files.bs_examples)
+    assert sorted(arrays) == ["prediction_des", "source_des", "target_des"]
+    assert all(a.shape == (3, S, S) for a in arrays.values())
+    cases = pd.read_csv(files.crm_cases)
+    assert len(cases) == 2 and set(cases["fold"]) == {0}  # crm_examples: 2, first fold only
+    maps = load_arrays(files.crm_maps)
+    for kind in ("image", "crm", "cam"):
+        for variant in ("baseline", "bone_suppressed"):
+            assert maps[f"{kind}_{variant}_shenzhen"].shape == (2, S, S)
+    assert maps["boxes_shenzhen"].shape[1] == 5
+    tsne = pd.read_csv(files.tsne)
+    n_fold0 = int((pd.read_csv(tree["results"] / "data/shenzhen/folds.csv")["fold"] == 0).sum())
+    assert len(tsne) == 2 * n_fold0 and set(tsne["fold"]) == {0}
+    assert read_notes(files.notes) == {"bone_suppression": [], "relevance_maps": [],
+                                       "feature_space": []}
+
+
+def test_figures_need_no_torch(repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cxrbs.report.figures, cxrbs.explain.store; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
+
+
+class _Named(dict):  # type: ignore[type-arg]
+    """Just enough of snakemake's Namedlist: attribute and key access."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _run_script(repo_root: Path, name: str, **parts: Any) -> None:
+    import runpy
+
+    sm = _Named(log=[], threads=1, **{k: _Named(v) for k, v in parts.items()})
+    runpy.run_path(str(repo_root / "workflow" / "scripts" / name), init_globals={"snakemake": sm})
+
+
+def test_explain_and_figures_scripts_pass_declared_paths(tree: dict[str, Any], tmp_path: Path,
+                                                         repo_root: Path) -> None:
+    """The scripts read and write only the paths they are given: outputs land where the rule
+    says, and equal the package functions' own results."""
+    results, config = tree["results"], tree["config"]
+    out = tmp_path / "explain"
+    outputs = {"bs_examples": out / "bs.npz", "bs_examples_table": out / "bs.csv",
+               "crm_maps": out / "maps.npz", "crm_cases": out / "cases.csv",
+               "tsne": out / "tsne.csv", "notes": out / "notes.json",
+               "feature_space": out / "fs.csv", "crm_boxes": out / "boxes.csv"}
+    params = {k: config[k] for k in ("seed", "datasets", "cls", "report")}
+    _run_script(repo_root, "explain_models.py", params=params, output=outputs,
+                input={"bs_summary": results / "bs" / "eval" / "summary.csv",
+                       "boxes": [config["report"]["boxes_csv"]]})
+    for name in ("feature_space", "crm_boxes", "tsne", "crm_cases", "bs_examples_table"):
+        expected = getattr(ExplainFiles.of(Layout(results)), name)
+        assert outputs[name].read_bytes() == expected.read_bytes(), name
+    inputs = {"bs_examples": outputs["bs_examples"],
+              "bs_examples_table": outputs["bs_examples_table"],
+              "crm_maps": outputs["crm_maps"], "crm_cases": outputs["crm_cases"],
+              "tsne": outputs["tsne"], "explain_notes": outputs["notes"],
+              "feature_space": outputs["feature_space"],
+              "bs_summary": results / "bs" / "eval" / "summary.csv"}
+    _run_script(repo_root, "make_figures.py", params=params, input=inputs,
+                output={"figures": tmp_path / "figures"})
+    index = json.loads((tmp_path / "figures" / "index.json").read_text(encoding="utf-8"))
+    names = {k: sorted(Path(p).name for p in v) for k, v in index["figures"].items()}
+    assert names == {k: sorted(p.name for p in v) for k, v in tree["figures"].items()}
+    for path in (tmp_path / "figures").glob("*.png"):
+        assert path.read_bytes() == (results / "figures" / path.name).read_bytes(), path.name

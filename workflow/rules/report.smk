@@ -1,24 +1,19 @@
-# Figures for every stage (relevance maps and t-SNE recomputed from the fold models) and the one
-# self-contained HTML report that a researcher can mail.
+# The explain stage (relevance maps, t-SNE and example predictions from the models), figures drawn
+# from its outputs and the stage tables, and the one self-contained HTML report that a researcher
+# can mail.
 
 BOXES_CSV = config["report"]["boxes_csv"]
 
 
-rule figures:
-    """Figures of every stage; CRMs, Grad-CAM and t-SNE from the fold models; cluster scores."""
+rule explain:
+    """Models on chosen images: BS examples, CRM + Grad-CAM maps, box scores, features + t-SNE."""
     input:
         bs_summary="results/bs/eval/summary.csv",
         bs_best="results/bs/best.json",
-        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=ARCHS),
         bs_models=expand("results/bs/models/{arch}/best.pt", arch=ARCHS),
-        bs_evals=expand(
-            "results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=BS_TEST
-        ),
+        bs_evals=expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS, testset=BS_TEST),
         bs_tests=expand("results/data/{testset}/images.npy", testset=BS_TEST),
         bs_test_manifests=expand("results/data/{testset}/manifest.csv", testset=BS_TEST),
-        pretrain_history="results/cls/pretrain/history.csv",
-        metrics="results/cls/metrics.csv",
-        comparison="results/cls/comparison.csv",
         predictions=expand(
             "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
             tbset=TB_SETS,
@@ -35,13 +30,15 @@ rule figures:
         images=expand("results/data/{tbset}/images.npy", tbset=TB_SETS),
         suppressed=expand("results/suppressed/{tbset}/images.npy", tbset=TB_SETS),
         boxes=[BOXES_CSV] if BOXES_CSV else [],
+        # boxes are scaled by the original images' sizes, read from the fetched data sets
+        sources=expand("resources/{tbset}/source.json", tbset=TB_SETS) if BOXES_CSV else [],
     output:
-        figures=report(
-            directory("results/figures"),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="Figures",
-        ),
+        bs_examples="results/explain/bs_examples.npz",
+        bs_examples_table="results/explain/bs_examples.csv",
+        crm_maps="results/explain/crm_maps.npz",
+        crm_cases="results/explain/crm_cases.csv",
+        tsne="results/explain/tsne.csv",
+        notes="results/explain/notes.json",
         feature_space="results/cls/feature_space.csv",
         **({"crm_boxes": "results/cls/crm_boxes.csv"} if BOXES_CSV else {}),
     params:
@@ -50,6 +47,50 @@ rule figures:
         cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
         report=config["report"],
     threads: config["resources"]["train_threads"]
+    log:
+        "logs/report/explain.log",
+    benchmark:
+        "benchmarks/report/explain.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/explain_models.py"
+
+
+rule figures:
+    """Figures of every stage, drawn from the stage tables and the explain rule's arrays."""
+    input:
+        bs_summary="results/bs/eval/summary.csv",
+        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=ARCHS),
+        pretrain_history="results/cls/pretrain/history.csv",
+        metrics="results/cls/metrics.csv",
+        comparison="results/cls/comparison.csv",
+        predictions=expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+        bs_examples="results/explain/bs_examples.npz",
+        bs_examples_table="results/explain/bs_examples.csv",
+        crm_maps="results/explain/crm_maps.npz",
+        crm_cases="results/explain/crm_cases.csv",
+        tsne="results/explain/tsne.csv",
+        explain_notes="results/explain/notes.json",
+        feature_space="results/cls/feature_space.csv",
+    output:
+        figures=report(
+            directory("results/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        seed=config["seed"],
+        datasets=config["datasets"],
+        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
+        report=config["report"],
+    threads: 1
     log:
         "logs/report/figures.log",
     benchmark:

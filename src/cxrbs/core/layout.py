@@ -110,6 +110,35 @@ class Layout:
         return self.cls_dir / "crm_boxes.csv"
 
     @property
+    def explain_dir(self) -> Path:
+        """Arrays and tables of the explain rule that the figures rule draws from."""
+        return self.root / "explain"
+
+    @property
+    def bs_examples(self) -> Path:
+        return self.explain_dir / "bs_examples.npz"
+
+    @property
+    def bs_examples_table(self) -> Path:
+        return self.explain_dir / "bs_examples.csv"
+
+    @property
+    def crm_maps(self) -> Path:
+        return self.explain_dir / "crm_maps.npz"
+
+    @property
+    def crm_cases(self) -> Path:
+        return self.explain_dir / "crm_cases.csv"
+
+    @property
+    def tsne(self) -> Path:
+        return self.explain_dir / "tsne.csv"
+
+    @property
+    def explain_notes(self) -> Path:
+        return self.explain_dir / "notes.json"
+
+    @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
 
@@ -123,6 +152,10 @@ class Layout:
             return str(Path(path).relative_to(self.workflow_dir))
         except ValueError:
             return str(path)
+
+
+WORKFLOW = Layout()
+"""The layout of a workflow run in the current folder: notes name files by these paths."""
 
 
 def results_root_of(summary_csv: Path) -> Path:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.explain.overlay import Box, overlay  # noqa: F401 - overlay: re-exported
 
-Box = tuple[float, float, float, float]
 SCORES = ("logit", "softmax")
 BOX_COLUMNS = ("image", "x", "y", "w", "h")
 # Bound on elements of one batch of masked feature tensors (~64 MiB in float32).
@@ -219,31 +219,6 @@ def grad_cam(model: nn.Module, x: Tensor, target_class: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # display and localisation
 # ---------------------------------------------------------------------------------------------
-def overlay(
-    image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, cutoff: float = 0.2
-) -> np.ndarray:
-    """RGB float (H, W, 3): JET heat blended over the gray image only where heatmap >= cutoff.
-
-    Weak relevance is left out so the radiograph stays readable under the colours.
-    """
-    from matplotlib import colormaps
-
-    image = np.asarray(image, dtype=np.float64)
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    if image.ndim != 2 or image.shape != heatmap.shape:
-        raise ValueError(
-            "image and heatmap must be 2-D of the same shape, "
-            f"got {image.shape} and {heatmap.shape}"
-        )
-    gray = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=2)
-    heat = np.clip(np.nan_to_num(heatmap), 0.0, 1.0)
-    colours = colormaps["jet"](heat)[..., :3]
-    show = heat >= cutoff
-    out = gray.copy()
-    out[show] = alpha * colours[show] + (1.0 - alpha) * gray[show]
-    return np.clip(out, 0.0, 1.0)
-
-
 def _box_mask(shape: tuple[int, int], boxes: list[Box]) -> np.ndarray:
     """Union of (x, y, w, h) boxes as a boolean mask; every pixel a box touches counts."""
     height, width = shape

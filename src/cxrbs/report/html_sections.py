@@ -1,0 +1,334 @@
+"""The report's sections, one function each, built from the stage tables under a results layout.
+
+A missing table becomes a one-line note naming the file the workflow would have written.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from cxrbs.bs.evaluate import HIGHER_IS_BETTER as BS_HIGHER_IS_BETTER
+from cxrbs.bs.evaluate import METRICS as BS_METRICS
+from cxrbs.core.layout import WORKFLOW, Layout
+from cxrbs.report.html_blocks import (
+    esc,
+    format_number,
+    interval,
+    note,
+    read_csv,
+    read_json,
+    table_html,
+    warning,
+)
+
+CLS_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1", "mcc")
+SOFTWARE = ("torch", "numpy", "pandas", "scikit-learn", "scipy", "matplotlib", "snakemake", "cxrbs")
+ROLE_ORDER = ("bs_train", "bs_test", "pretrain", "tb", "weights")
+NOT_BETTER = "none: NOT better than leaving the image unchanged"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def _datasets(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    items = [(str(n), dict(s or {})) for n, s in (config.get("datasets") or {}).items()]
+    rank = {r: i for i, r in enumerate(ROLE_ORDER)}
+    return sorted(items, key=lambda item: (rank.get(str(item[1].get("role")), 99), item[0]))
+
+
+def sources_of(config: Mapping[str, Any], resources: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, _ in _datasets(config):
+        source = read_json(resources / name / "source.json")
+        if source is not None:
+            out[name] = source
+    return out
+
+
+def is_synthetic(config: Mapping[str, Any], sources: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True when the config says so or any data set was made of phantoms."""
+    return bool(config.get("synthetic")) or any(bool(s.get("synthetic")) for s in sources.values())
+
+
+def _label_counts(labels: pd.Series) -> str:
+    counts = labels.dropna().astype(int).value_counts().sort_index()
+    return "; ".join(f"{k}: {v}" for k, v in counts.items()) or "unlabelled"
+
+
+def _dataset_row(layout: Layout, name: str, spec: Mapping[str, Any],
+                 source: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "data set": name, "role": spec.get("role", ""), "origin": source.get("origin", "n/a"),
+        "synthetic": "yes" if source.get("synthetic") else "no",
+        "images": "not prepared", "patients": "", "labels": "", "pairs": "",
+    }  # fmt: skip
+    if spec.get("role") == "weights":
+        row["images"] = "(weights file)"
+        return row
+    manifest = read_csv(layout.manifest(name), dtype={"patient_id": str})
+    if manifest is not None:
+        paired = "target_path" in manifest and manifest["target_path"].notna().any()
+        labels = _label_counts(manifest["label"]) if "label" in manifest else "n/a"
+        row.update({"images": len(manifest), "patients": int(manifest["patient_id"].nunique()),
+                    "labels": labels, "pairs": "yes" if paired else "no"})
+    return row
+
+
+def _fold_counts(name: str, folds: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for fold, g in folds.groupby("fold", sort=True):
+        labels = g["label"].astype(int)
+        out.append({"data set": name, "fold": int(fold), "images": len(g),
+                    "patients": int(g["patient_id"].nunique()),
+                    "normal (0)": int((labels == 0).sum()), "TB (1)": int((labels == 1).sum())})
+    return pd.DataFrame(out)
+
+
+def data_section(layout: Layout, config: Mapping[str, Any],
+                  sources: Mapping[str, Mapping[str, Any]]) -> str:
+    rows, fold_tables = [], []
+    for name, spec in _datasets(config):
+        rows.append(_dataset_row(layout, name, spec, sources.get(name, {})))
+        folds = read_csv(layout.folds(name), dtype={"patient_id": str})
+        if folds is not None:
+            fold_tables.append(_fold_counts(name, folds))
+    if not rows:
+        return note("no data sets in the configuration")
+    parts = [table_html(pd.DataFrame(rows)), "<h3>Patient-level folds of the TB sets</h3>"]
+    if fold_tables:
+        parts.append(table_html(pd.concat(fold_tables, ignore_index=True)))
+        parts.append(note("Both variants (original and bone-suppressed) use these same folds."))
+    else:
+        parts.append(note("no folds.csv found for any TB set"))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bone suppression
+# ---------------------------------------------------------------------------------------------
+def bs_summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per test set and architecture, 'mean [CI]' per metric, and which metrics beat the
+    identity baseline (prediction = input), so a model that does not is flagged in plain words."""
+    metrics = [m for m in BS_METRICS if m in set(summary["metric"])]
+    metrics += sorted(set(summary["metric"]) - set(metrics))
+    rows = []
+    for (test, arch), g in summary.groupby(["test_set", "arch"], sort=True):
+        g = g.set_index("metric")
+        ident = summary[(summary["test_set"] == test) & (summary["arch"] == "identity")]
+        row: dict[str, Any] = {"test set": test, "model": arch,
+                               "n": int(g["n"].max()) if "n" in g else "n/a"}
+        for m in metrics:
+            row[m] = (interval(g.at[m, "mean"], g.at[m, "ci_low"], g.at[m, "ci_high"])
+                      if m in g.index else "n/a")
+        row["beats identity on"] = ("(reference)" if arch == "identity"
+                                    else _beats(g, ident.set_index("metric"), metrics))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    # identity last within each test set: the models first, the reference under them
+    frame["_ref"] = frame["model"] == "identity"
+    return frame.sort_values(["test set", "_ref", "model"], kind="stable").drop(columns="_ref")
+
+
+def _beats(model: pd.DataFrame, identity: pd.DataFrame, metrics: list[str]) -> str:
+    better = []
+    for m in metrics:
+        if m in model.index and m in identity.index and m in BS_HIGHER_IS_BETTER:
+            diff = float(model.at[m, "mean"]) - float(identity.at[m, "mean"])
+            if diff != 0 and (diff > 0) == BS_HIGHER_IS_BETTER[m]:
+                better.append(m)
+    return ", ".join(better) if better else NOT_BETTER
+
+
+def _best_model_html(best: Mapping[str, Any]) -> list[str]:
+    value = format_number(float(best.get("value", math.nan)))
+    identity = format_number(float(best.get("identity_value", math.nan)))
+    parts = [
+        f"<p><b>Selected model: {esc(best.get('arch'))}</b> ({esc(best.get('metric'))} on "
+        f"{esc(best.get('test_set'))}: {esc(value)}; identity baseline {esc(identity)}).</p>",
+        f"<p>{esc(best.get('reason', ''))}</p>",
+    ]
+    if not best.get("beats_identity", True):
+        parts.append(warning(
+            f"The selected model {best.get('arch')} does NOT beat the identity baseline on "
+            f"{best.get('metric')}: the bone-suppressed images are no closer to the soft-tissue "
+            "targets than the unchanged radiographs."))
+    return parts
+
+
+def bs_section(layout: Layout) -> str:
+    parts = []
+    summary = read_csv(layout.bs_summary)
+    if summary is None or summary.empty:
+        parts.append(note(f"no bone-suppression evaluation ({WORKFLOW.bs_summary})"))
+    else:
+        parts.append("<p>Mean [95% CI] over the paired test images. The <b>identity</b> row takes "
+                     "the input radiograph itself as the prediction: a model is only useful where "
+                     "it beats it.</p>")
+        parts.append(table_html(bs_summary_table(summary)))
+    best = read_json(layout.bs_best)
+    if best is None:
+        parts.append(note(f"no model selected yet ({WORKFLOW.bs_best})"))
+    else:
+        parts += _best_model_html(best)
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification and statistics
+# ---------------------------------------------------------------------------------------------
+def cls_metrics_table(metrics: pd.DataFrame, folds: Sequence[str]) -> pd.DataFrame:
+    """Rows data set x variant x model x fold, 'value [CI]' per metric."""
+    sel = metrics[metrics["fold"].astype(str).isin(list(folds))]
+    rows = []
+    keys = ["dataset", "variant", "model", "fold"]
+    for (dataset, variant, model, fold), g in sel.groupby(keys, sort=True):
+        g = g.set_index("metric")
+        row: dict[str, Any] = {"data set": dataset, "variant": variant, "model": model,
+                               "fold": fold, "n": int(g["n"].max())}
+        for m in CLS_METRICS:
+            row[m] = (interval(g.at[m, "value"], g.at[m, "ci_low"], g.at[m, "ci_high"])
+                      if m in g.index else "n/a")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def floor_warnings(metrics: pd.DataFrame) -> list[str]:
+    """Where the HOG + logistic-regression floor reaches the deep model's pooled AUC."""
+    pooled = metrics["fold"].astype(str).isin(["pooled", "val"])
+    auc = metrics[(metrics["metric"] == "auc") & pooled]
+    out = []
+    for (dataset, variant), g in auc.groupby(["dataset", "variant"], sort=True):
+        by_model = g.set_index("model")["value"]
+        if not {"deep", "hog_floor"} <= set(by_model.index):
+            continue
+        if by_model["hog_floor"] >= by_model["deep"]:
+            out.append(f"{dataset}, {variant}: the deep model's AUC ({by_model['deep']:.4g}) does "
+                       f"not beat the HOG + logistic-regression floor "
+                       f"({by_model['hog_floor']:.4g}); its numbers say little about bone "
+                       "suppression.")
+    return out
+
+
+def _init_note(layout: Layout) -> str:
+    """Say how the classifier started: ImageNet weights change what every number below means."""
+    summary = layout.cls_pretrain_summary
+    if not summary.is_file():
+        return note(f"classifier initialisation unknown (no {WORKFLOW.cls_pretrain_summary})")
+    info = json.loads(summary.read_text(encoding="utf-8"))
+    init = str(info.get("init", "unknown"))
+    model = str(info.get("model_name", "?"))
+    if init == "random":
+        text = (f"Classifier {model} was pretrained from random initialisation: no ImageNet "
+                "weights were given (cls.weights), unlike the study.")
+        return warning(text) if model.startswith("vgg") else f"<p>{esc(text)}</p>"
+    return f"<p>{esc(f'Classifier {model} initialised from {init}.')}</p>"
+
+
+def cls_section(layout: Layout) -> str:
+    metrics = read_csv(layout.cls_metrics, dtype={"fold": str})
+    if metrics is None or metrics.empty:
+        return note(f"no classification metrics ({WORKFLOW.cls_metrics})")
+    parts = [_init_note(layout)]
+    parts += ["<p>Pooled out-of-fold predictions (pretraining: its validation split), value "
+             "[95% CI]. <i>deep</i> is the CNN, <i>hog_floor</i> HOG features + logistic "
+             "regression on the same splits.</p>",
+             table_html(cls_metrics_table(metrics, ["pooled", "val"]))]
+    parts += [warning(w) for w in floor_warnings(metrics)]
+    if "ci_method" in metrics:
+        methods = sorted(metrics["ci_method"].dropna().astype(str).unique())
+        if methods:
+            parts.append(note("Confidence intervals: " + "; ".join(methods) + "."))
+    fold_ids = [f for f in metrics["fold"].astype(str).unique() if f not in ("pooled", "val")]
+    per_fold = cls_metrics_table(metrics, fold_ids)
+    if not per_fold.empty:
+        parts.append("<details><summary>Per-fold metrics</summary>" + table_html(per_fold)
+                     + "</details>")
+    return "\n".join(parts)
+
+
+def stats_section(layout: Layout) -> str:
+    comparison = read_csv(layout.cls_comparison)
+    if comparison is None or comparison.empty:
+        return note(f"no variant comparison ({WORKFLOW.cls_comparison})")
+    cols = ["dataset", "metric", "test", "baseline", "bone_suppressed", "difference", "ci_low",
+            "ci_high", "p_value", "estimate"]
+    shown = comparison[[c for c in cols if c in comparison.columns]]
+    return "\n".join([
+        "<p>Baseline (original images) vs bone-suppressed, paired on the same images and folds; "
+        "difference = bone-suppressed − baseline with its 95% CI. The test is named on every "
+        "row.</p>",
+        table_html(shown),
+        note("p-values are not adjusted for the number of comparisons."),
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Relevance maps, feature space, configuration
+# ---------------------------------------------------------------------------------------------
+def crm_section(layout: Layout, config: Mapping[str, Any]) -> str:
+    boxes = read_csv(layout.crm_boxes)
+    if boxes is None:
+        if not (config.get("report") or {}).get("boxes_csv"):
+            return note("No expert boxes configured (report.boxes_csv): localisation is shown, "
+                         "not scored.")
+        return note(f"{WORKFLOW.crm_boxes} is missing: localisation not scored.")
+    if boxes.empty:
+        return note("No held-out image had expert boxes: localisation not scored.")
+    summary = (boxes.groupby(["dataset", "variant", "method"], sort=True)["mass_inside"]
+               .agg(images="count", mean_mass_inside="mean", median_mass_inside="median")
+               .reset_index())
+    return "\n".join([
+        "<p>Share of each relevance map's mass inside the expert boxes (1 = all of it), each "
+        "image scored by the fold model that did not train on it; maps without any relevance "
+        "are not counted.</p>",
+        table_html(summary),
+    ])
+
+
+def feature_section(layout: Layout) -> str:
+    table = read_csv(layout.feature_space)
+    if table is None or table.empty:
+        return note(f"no cluster scores ({WORKFLOW.feature_space}): "
+                     "the fold models were not available")
+    mean = (table.groupby(["dataset", "variant"], sort=True)[["silhouette", "davies_bouldin"]]
+            .mean().reset_index().assign(fold="mean of folds"))
+    cols = ["dataset", "variant", "fold", "silhouette", "davies_bouldin"]
+    shown = pd.concat([table.astype({"fold": str}), mean], ignore_index=True)[cols]
+    return "\n".join([
+        "<p>Pooled deep features of each fold's held-out images, scored against the labels: "
+        "silhouette (higher = classes better separated) and Davies-Bouldin (lower = more "
+        "compact clusters).</p>",
+        table_html(shown),
+    ])
+
+
+def _plain(obj: Any) -> Any:
+    """Config as plain YAML types (snakemake's config may hold its own mapping classes)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def config_section(config: Mapping[str, Any], versions: Mapping[str, str]) -> str:
+    text = yaml.safe_dump(_plain(dict(config)), sort_keys=False, default_flow_style=False)
+    soft = pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]})
+    return "\n".join([f"<h3>Configuration</h3><pre>{esc(text)}</pre>", "<h3>Software</h3>",
+                      table_html(soft)])
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the numbers (no timestamps, no host names)."""
+    out = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
