@@ -93,7 +93,7 @@ rule evaluate_cls:
 
 
 rule compare_cls:
-    """Paired tests, baseline vs bone-suppressed: DeLong, McNemar and a paired t-test over folds."""
+    """Paired tests, baseline vs bone-suppressed: the primary endpoint (DeLong) and secondary tests."""
     input:
         expand(
             "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
@@ -109,6 +109,7 @@ rule compare_cls:
         ),
     params:
         threshold=config["cls"]["threshold"],
+        primary_endpoint=config["cls"]["primary_endpoint"],
     log:
         "logs/cls/compare.log",
     conda:

@@ -379,15 +379,16 @@ def _stats_section(results: Path) -> str:
     comparison = _read_csv(results / "cls" / "comparison.csv")
     if comparison is None or comparison.empty:
         return _note("no variant comparison (results/cls/comparison.csv)")
-    cols = ["dataset", "metric", "test", "baseline", "bone_suppressed", "difference", "ci_low",
-            "ci_high", "p_value", "estimate"]
+    cols = ["dataset", "family", "metric", "test", "baseline", "bone_suppressed", "difference",
+            "ci_low", "ci_high", "p_value", "p_adjusted", "estimate", "note"]
     shown = comparison[[c for c in cols if c in comparison.columns]]
     return "\n".join([
         "<p>Baseline (original images) vs bone-suppressed, paired on the same images and folds; "
         "difference = bone-suppressed − baseline with its 95% CI. The test is named on every "
         "row.</p>",
         table_html(shown),
-        _note("p-values are not adjusted for the number of comparisons."),
+        _note("p_value is raw; p_adjusted is Holm-adjusted within the row's family (primary: "
+              "across TB data sets; secondary: across all other rows)."),
     ])
 
 

@@ -1,0 +1,207 @@
+"""The comparison table: bone-suppressed vs baseline on the same images, one pre-specified primary
+endpoint, every other comparison secondary, and Holm-adjusted p-values beside the raw ones.
+
+Why a declared primary endpoint: the study's claim is "bone suppression improves TB detection".
+Testing seven metrics with several tests on every TB data set and calling any p < 0.05 a finding
+makes a false positive likely even when the two arms are equally good (about one run in three at
+the sizes of Shenzhen and Montgomery). So one comparison per TB data set is primary, named in the
+config (``cls.primary_endpoint``) before any result exists: the pooled out-of-fold AUC difference,
+bone_suppressed - baseline, by DeLong's test, Holm-adjusted across the TB data sets. Everything
+else is secondary and is Holm-adjusted within the secondary family (all other rows of the table).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from cxrbs.cls.metrics import METRICS, binary_metrics, threshold_predictions
+from cxrbs.cls.stats import (
+    TEST_DELONG,
+    TEST_MCNEMAR,
+    delong_test,
+    holm,
+    mcnemar_test,
+    nadeau_bengio_test,
+    sign_flip_test,
+)
+from cxrbs.core.errors import CxrbsError
+
+VARIANTS = ("baseline", "bone_suppressed")
+PREDICTION_COLUMNS = ("image", "patient", "label", "probability", "fold", "variant", "dataset")
+#: The only primary endpoint the code implements; the config must name it (cls.primary_endpoint).
+PRIMARY_ENDPOINT = ("pooled out-of-fold AUC difference, bone_suppressed − baseline, DeLong, "
+                    "Holm across TB data sets")
+CONTRAST = "bone_suppressed − baseline"
+ADJUST_PRIMARY = "Holm across TB data sets (primary family)"
+ADJUST_SECONDARY = "Holm across all secondary rows"
+FOLD_CI_METHOD = "Nadeau–Bengio corrected t (k−1 df)"
+COLUMNS = ["dataset", "contrast", "family", "metric", "estimate", "baseline", "bone_suppressed",
+           "difference", "ci_low", "ci_high", "ci_method", "test", "p_value", "p_adjusted",
+           "adjustment", "fold_mean_baseline", "fold_sd_baseline", "fold_mean_bone_suppressed",
+           "fold_sd_bone_suppressed", "note"]
+
+
+def fold_test_name(n_folds: int) -> str:
+    return f"exact sign-flip permutation over {n_folds} folds"
+
+
+def _paired_accuracy_ci(b: int, c: int, n: int, alpha: float) -> tuple[float, float]:
+    """Wald CI of acc_a - acc_b = (b - c)/n for paired proportions (Agresti 2013, sec. 11.1).
+
+    statsmodels has no paired-proportion interval; McNemar itself gives only a p-value.
+    """
+    d = (b - c) / n
+    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    half = sps.norm.ppf(1 - alpha / 2) * se
+    return float(d - half), float(d + half)
+
+
+def _paired_frames(predictions: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Baseline and bone-suppressed rows of one dataset, aligned by image; refuse mismatches."""
+    sub = predictions[predictions["dataset"] == dataset]
+    frames = []
+    for variant in VARIANTS:
+        part = sub[sub["variant"] == variant]
+        dup = part["image"][part["image"].duplicated()]
+        if not dup.empty:
+            raise CxrbsError(
+                f"predictions for dataset {dataset!r}, variant {variant!r} list image "
+                f"{dup.iloc[0]!r} more than once: keep one out-of-fold prediction per image"
+            )
+        frames.append(part.set_index("image").sort_index())
+    base, bs = frames
+    if not base.index.equals(bs.index):
+        only = base.index.symmetric_difference(bs.index)
+        raise CxrbsError(
+            f"predictions for dataset {dataset!r}: the variants must use the same images/folds; "
+            f"{len(only)} image(s) appear in only one variant (e.g. {only[0]!r})"
+        )
+    for col in ("fold", "label", "patient"):
+        if not (base[col].to_numpy() == bs[col].to_numpy()).all():
+            raise CxrbsError(
+                f"predictions for dataset {dataset!r}: column {col!r} differs between variants; "
+                "the variants must use the same images/folds (re-run with the same split)"
+            )
+    return base, bs
+
+
+def _check_predictions(predictions: pd.DataFrame) -> None:
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise CxrbsError(
+            f"predictions table lacks column(s) {missing}: expected {list(PREDICTION_COLUMNS)}"
+        )
+    variants = set(predictions["variant"].unique())
+    if variants != set(VARIANTS):
+        raise CxrbsError(
+            f"predictions column 'variant' must hold exactly {list(VARIANTS)}; "
+            f"got {sorted(variants)}"
+        )
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, threshold: float,
+                     alpha: float) -> list[dict[str, Any]]:
+    y = base["label"].to_numpy()
+    p_base, p_bs = base["probability"].to_numpy(), bs["probability"].to_numpy()
+    fold = base["fold"].to_numpy()
+    folds = sorted(np.unique(fold))
+    per_fold = {
+        variant: [binary_metrics(y[fold == f], prob[fold == f], threshold) for f in folds]
+        for variant, prob in (("baseline", p_base), ("bone_suppressed", p_bs))
+    }
+
+    def spread(metric: str) -> dict[str, float]:
+        mb, sb = _mean_sd([r[metric] for r in per_fold["baseline"]])
+        ma, sa = _mean_sd([r[metric] for r in per_fold["bone_suppressed"]])
+        return {"fold_mean_baseline": mb, "fold_sd_baseline": sb,
+                "fold_mean_bone_suppressed": ma, "fold_sd_bone_suppressed": sa}
+
+    def row(metric: str, estimate: str, base_v: float, bs_v: float, diff: float, ci: tuple,
+            ci_method: str, test: str, p: float, family: str, note: str) -> dict[str, Any]:
+        return {"dataset": dataset, "contrast": CONTRAST, "family": family, "metric": metric,
+                "estimate": estimate, "baseline": base_v, "bone_suppressed": bs_v,
+                "difference": diff, "ci_low": ci[0], "ci_high": ci[1], "ci_method": ci_method,
+                "test": test, "p_value": p, **spread(metric), "note": note}
+
+    rows = []
+    d = delong_test(y, p_bs, p_base, alpha)
+    note = "primary endpoint (cls.primary_endpoint)"
+    if d["reason"]:
+        note += "; " + d["reason"]
+    rows.append(row("auc", "pooled out-of-fold", d["auc_b"], d["auc_a"], d["difference"],
+                    (d["ci_low"], d["ci_high"]), "DeLong (normal approximation)", TEST_DELONG,
+                    d["p_value"], "primary", note))
+    k = len(folds)
+    for metric in METRICS:
+        a_vals = [r[metric] for r in per_fold["bone_suppressed"]]
+        b_vals = [r[metric] for r in per_fold["baseline"]]
+        sf = sign_flip_test(a_vals, b_vals)
+        nb = nadeau_bengio_test(a_vals, b_vals, alpha)
+        notes = [f"smallest attainable two-sided p with {k} folds is {sf['min_p']:.3g}",
+                 f"Nadeau–Bengio corrected t p = {nb['p_value']:.3g}"]
+        notes += [r for r in dict.fromkeys((sf["reason"], nb["reason"])) if r]
+        sp = spread(metric)
+        rows.append(row(metric, f"mean of {k} folds", sp["fold_mean_baseline"],
+                        sp["fold_mean_bone_suppressed"], sf["difference"],
+                        (nb["ci_low"], nb["ci_high"]), FOLD_CI_METHOD, fold_test_name(k),
+                        sf["p_value"], "secondary", "; ".join(notes)))
+    pred_base = threshold_predictions(p_base, threshold)
+    pred_bs = threshold_predictions(p_bs, threshold)
+    mc = mcnemar_test(y, pred_bs, pred_base)
+    acc_base, acc_bs = float(np.mean(pred_base == y)), float(np.mean(pred_bs == y))
+    rows.append(row("accuracy", "pooled out-of-fold", acc_base, acc_bs, acc_bs - acc_base,
+                    _paired_accuracy_ci(mc["b"], mc["c"], y.size, alpha),
+                    "Wald interval for paired proportions", TEST_MCNEMAR, mc["p_value"],
+                    "secondary", f"McNemar {mc['method']}"))
+    return rows
+
+
+def adjust_families(table: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjusted p per family: primary across data sets, secondary across its own rows."""
+    out = table.copy()
+    out["p_adjusted"] = np.nan
+    out["adjustment"] = ""
+    for family, label in (("primary", ADJUST_PRIMARY), ("secondary", ADJUST_SECONDARY)):
+        mask = out["family"] == family
+        if mask.any():
+            out.loc[mask, "p_adjusted"] = holm(out.loc[mask, "p_value"].to_numpy(dtype=float))
+            out.loc[mask, "adjustment"] = label
+    return out
+
+
+def compare_variants(
+    predictions: pd.DataFrame, *, threshold: float = 0.5, alpha: float = 0.05,
+    primary_endpoint: str = PRIMARY_ENDPOINT,
+) -> pd.DataFrame:
+    """Baseline vs bone-suppressed, per dataset: the primary row first, then secondary rows.
+
+    ``predictions`` holds one out-of-fold prediction per image and variant (columns image,
+    patient, label, probability, fold, variant, dataset). Per data set: the primary endpoint
+    (pooled AUC by DeLong); for each of the seven metrics the exact sign-flip test over folds
+    (baseline/bone_suppressed = mean of per-fold values, CI by the Nadeau-Bengio corrected t);
+    accuracy by McNemar on the pooled predictions (Wald CI for paired proportions).
+    ``difference`` = bone_suppressed - baseline. ``p_value`` is raw, ``p_adjusted`` Holm within the
+    row's ``family``; ``fold_mean_*``/``fold_sd_*`` give every metric's per-fold mean and SD, so
+    the pooled AUC (which mixes the folds' score scales) always has the per-fold AUC beside it.
+    """
+    if primary_endpoint != PRIMARY_ENDPOINT:
+        raise CxrbsError(f"cls.primary_endpoint must be {PRIMARY_ENDPOINT!r} (the only one "
+                         f"implemented); got {primary_endpoint!r}")
+    _check_predictions(predictions)
+    rows: list[dict[str, Any]] = []
+    for dataset in sorted(predictions["dataset"].unique()):
+        base, bs = _paired_frames(predictions, dataset)
+        rows.extend(_compare_dataset(base, bs, dataset, threshold, alpha))
+    return adjust_families(pd.DataFrame(rows))[COLUMNS]
