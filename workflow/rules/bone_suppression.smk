@@ -1,5 +1,6 @@
 # Bone suppression: train every configured architecture with one loop, evaluate each (and the
-# identity baseline) on every cross-institutional paired test set, pick the best, apply it.
+# identity baseline) on the validation pairs and every test set, pick the best on validation
+# only, apply it.
 
 
 rule train_bs:
@@ -66,7 +67,11 @@ rule evaluate_identity:
 rule summarize_bs:
     """Mean, SD and 95% CI per architecture, test set and metric, identity baseline included."""
     input:
-        expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=EVAL_SETS),
+        expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
     output:
         report(
             "results/bs/eval/summary.csv",
@@ -82,14 +87,14 @@ rule summarize_bs:
 
 
 rule select_bs:
-    """Pick the model that scores best on the configured metric and test set, and say why."""
+    """Pick the best model on the validation pairs only (never a test set), and say why."""
     input:
         "results/bs/eval/summary.csv",
     output:
         "results/bs/best.json",
     params:
         metric=config["bs"]["select_metric"],
-        test_set=config["bs"]["select_test_set"] or (BS_TEST[0] if BS_TEST else None),
+        selection_set=SELECTION_SET,
     log:
         "logs/bs/select.log",
     conda:

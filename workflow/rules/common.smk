@@ -49,15 +49,18 @@ BS_TEST = datasets_with_role("bs_test")
 TB_SETS = datasets_with_role("tb")
 PRETRAIN_SETS = datasets_with_role("pretrain")
 IMAGE_SETS = BS_TRAIN + BS_TEST + TB_SETS + PRETRAIN_SETS
-# "heldout" = the patient-level validation pairs of the training set (same institution).
-EVAL_SETS = BS_TEST + ["heldout"]
+# Models are selected (and stopped early) on the training institution's validation pairs only;
+# "heldout_test" (its patient-level test pairs) and every cross-institution set are only reported.
+SELECTION_SET = "validation"
+EVAL_SETS = BS_TEST + (["heldout_test"] if config["bs"]["test_fraction"] > 0 else [])
+BS_EVAL_SETS = [SELECTION_SET] + EVAL_SETS
 
 
 wildcard_constraints:
     dataset="|".join(sorted(DATASETS)),
     imageset="|".join(IMAGE_SETS),
     arch="|".join(ARCHS),
-    testset="|".join(EVAL_SETS),
+    testset="|".join(BS_EVAL_SETS),
     tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
     variant="baseline|bone_suppressed",
     fold=r"\d+",
@@ -88,9 +91,11 @@ def cls_images(wildcards):
 
 
 def eval_pairs(wildcards):
-    """Paired test-set inputs; 'heldout' reads the training set's validation split."""
-    if wildcards.testset == "heldout":
+    """Paired inputs; 'validation' / 'heldout_test' read the training set's val / test split."""
+    if wildcards.testset == SELECTION_SET:
         return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv"}
+    if wildcards.testset == "heldout_test":
+        return {"images": "results/bs/data/test.npy", "manifest": "results/bs/data/split.csv"}
     return {
         "images": f"results/data/{wildcards.testset}/images.npy",
         "manifest": f"results/data/{wildcards.testset}/manifest.csv",

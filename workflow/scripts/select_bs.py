@@ -8,7 +8,8 @@ from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):
-    choice = select_best(pd.read_csv(sm.input[0]), metric=sm.params.metric, test_set=sm.params.test_set)
+    choice = select_best(pd.read_csv(sm.input[0]), metric=sm.params.metric,
+                         selection_set=sm.params.selection_set)
     logging.getLogger("cxrbs").info("%s", choice["reason"])
     write_json(sm.output[0], choice)
 
