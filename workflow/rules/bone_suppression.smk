@@ -87,14 +87,27 @@ rule summarize_bs:
 
 
 rule select_bs:
-    """Pick the best model on the validation pairs only (never a test set), and say why."""
+    """Pick the best model on the validation pairs only (never a test set), say why, and test
+    every model against identity (and the selected one against the others) image by image."""
     input:
-        "results/bs/eval/summary.csv",
+        summary="results/bs/eval/summary.csv",
+        per_image=expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
     output:
-        "results/bs/best.json",
+        best="results/bs/best.json",
+        paired=report(
+            "results/bs/eval/paired.csv",
+            caption="../report/bs_paired.rst",
+            category="Bone suppression",
+        ),
     params:
         metric=config["bs"]["select_metric"],
         selection_set=SELECTION_SET,
+        n_boot=config["bs"]["n_boot"],
+        seed=config["seed"],
     log:
         "logs/bs/select.log",
     conda:
