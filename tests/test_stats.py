@@ -309,3 +309,31 @@ def test_compare_variants_rejects_mismatched_images() -> None:
     moved.loc[(moved.variant == "bone_suppressed") & (moved.image == "img007.png"), "fold"] = 1
     with pytest.raises(CxrbsError, match="same images/folds"):
         compare_variants(moved)
+
+
+def test_repeats_give_mean_rows_and_primary_per_repeat() -> None:
+    base = pd.concat([_predictions(seed=1), _predictions(seed=4).assign(dataset="montgomery")],
+                     ignore_index=True)
+    rng = np.random.default_rng(0)
+    repeats = [base.assign(repeat=r, probability=np.clip(
+        base["probability"] + rng.normal(0, 0.05, len(base)), 0, 1)) for r in range(3)]
+    preds = pd.concat(repeats, ignore_index=True)
+    out = compare_variants(preds)
+    main = out[out["repeat"] == "mean of 3 repeats"]
+    assert set(main["family"]) == {"primary", "secondary"} and len(main) == 18
+    mean_prob = preds.groupby(["dataset", "variant", "image", "patient", "label", "fold"],
+                              as_index=False)["probability"].mean()
+    single = compare_variants(mean_prob)
+    np.testing.assert_allclose(main["p_value"].to_numpy(), single["p_value"].to_numpy())
+    per = out[out["family"] == "primary per repeat"]
+    assert sorted(per["repeat"].unique()) == ["0", "1", "2"] and len(per) == 6
+    for r, family in per.groupby("repeat"):
+        np.testing.assert_allclose(family["p_adjusted"],
+                                   multipletests(family["p_value"], method="holm")[1])
+        one = compare_variants(preds[preds["repeat"] == int(r)].drop(columns="repeat"))
+        prim = one[one.family == "primary"].set_index("dataset")["difference"]
+        np.testing.assert_allclose(family.set_index("dataset")["difference"], prim.loc[family.dataset])
+    assert main[main.family == "primary"]["note"].str.contains("per repeat").all()
+    # primary family of the main table: adjusted across data sets only, repeats not mixed in
+    prim = main[main.family == "primary"]
+    np.testing.assert_allclose(prim["p_adjusted"], multipletests(prim["p_value"], method="holm")[1])

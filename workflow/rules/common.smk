@@ -38,6 +38,9 @@ DATASETS = config["datasets"]
 ARCHS = sorted(config["bs"]["architectures"])
 VARIANTS = config["cls"]["variants"]
 FOLDS = list(range(config["cls"]["folds"]))
+# Repeat 0 is the fine-tuning under results/cls/{tbset}/{variant}/fold{k}; repeats 1.. rerun it
+# with other seeds on the same folds (results/cls/{tbset}/{variant}/repeat{r}/fold{k}).
+REPEATS = list(range(config["cls"]["repeats"]))
 
 
 def datasets_with_role(role):
@@ -64,11 +67,17 @@ wildcard_constraints:
     tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
     variant="baseline|bone_suppressed",
     fold=r"\d+",
+    repeat=r"[1-9]\d*",
 
 
 def dataset_seed(name):
     """A stable per-data-set seed derived from the global one (crc32, not Python's salted hash)."""
     return (config["seed"] + zlib.crc32(name.encode())) % (2**31)
+
+
+def repeat_seed(repeat):
+    """Repeat r fine-tunes with seed + 1000 r (fold k adds k, so seeds never collide)."""
+    return config["seed"] + 1000 * int(repeat)
 
 
 def preprocess_params():

@@ -39,7 +39,8 @@ CONTRAST = "bone_suppressed − baseline"
 ADJUST_PRIMARY = "Holm across TB data sets (primary family)"
 ADJUST_SECONDARY = "Holm across all secondary rows"
 FOLD_CI_METHOD = "Nadeau–Bengio corrected t (k−1 df)"
-COLUMNS = ["dataset", "contrast", "family", "metric", "estimate", "baseline", "bone_suppressed",
+ADJUST_REPEAT = "Holm across TB data sets within the repeat"
+COLUMNS = ["dataset", "repeat", "contrast", "family", "metric", "estimate", "baseline", "bone_suppressed",
            "difference", "ci_low", "ci_high", "ci_method", "test", "p_value", "p_adjusted",
            "adjustment", "fold_mean_baseline", "fold_sd_baseline", "fold_mean_bone_suppressed",
            "fold_sd_bone_suppressed", "note"]
@@ -178,7 +179,35 @@ def adjust_families(table: pd.DataFrame) -> pd.DataFrame:
         if mask.any():
             out.loc[mask, "p_adjusted"] = holm(out.loc[mask, "p_value"].to_numpy(dtype=float))
             out.loc[mask, "adjustment"] = label
+    for repeat in out.loc[out["family"] == "primary per repeat", "repeat"].unique():
+        mask = (out["family"] == "primary per repeat") & (out["repeat"] == repeat)
+        out.loc[mask, "p_adjusted"] = holm(out.loc[mask, "p_value"].to_numpy(dtype=float))
+        out.loc[mask, "adjustment"] = ADJUST_REPEAT
     return out
+
+
+def _mean_over_repeats(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One prediction per image and variant: the probability averaged over the repeats."""
+    keys = ["dataset", "variant", "image", "patient", "label", "fold"]
+    counts = predictions.groupby(keys, sort=False)["repeat"].nunique()
+    if counts.nunique() != 1:
+        raise CxrbsError("predictions: every image needs the same number of fine-tuning repeats "
+                         "in both variants; rerun the missing repeats")
+    return predictions.groupby(keys, sort=False, as_index=False)["probability"].mean()
+
+
+def _per_repeat_rows(predictions: pd.DataFrame, threshold: float,
+                     alpha: float) -> list[dict[str, Any]]:
+    """The primary endpoint per repeat (family 'primary per repeat', not part of the primary)."""
+    rows = []
+    for repeat in sorted(predictions["repeat"].unique()):
+        part = predictions[predictions["repeat"] == repeat]
+        for dataset in sorted(part["dataset"].unique()):
+            base, bs = _paired_frames(part, dataset)
+            row = _compare_dataset(base, bs, dataset, threshold, alpha)[0]  # the primary row
+            rows.append({**row, "repeat": str(repeat), "family": "primary per repeat",
+                         "note": "primary endpoint on this repeat alone (seed-to-seed spread)"})
+    return rows
 
 
 def compare_variants(
@@ -192,16 +221,33 @@ def compare_variants(
     (pooled AUC by DeLong); for each of the seven metrics the exact sign-flip test over folds
     (baseline/bone_suppressed = mean of per-fold values, CI by the Nadeau-Bengio corrected t);
     accuracy by McNemar on the pooled predictions (Wald CI for paired proportions).
-    ``difference`` = bone_suppressed - baseline. ``p_value`` is raw, ``p_adjusted`` Holm within the
-    row's ``family``; ``fold_mean_*``/``fold_sd_*`` give every metric's per-fold mean and SD, so
+    ``difference`` = bone_suppressed - baseline. With a ``repeat`` column holding several
+    fine-tuning repeats, these rows use the probabilities averaged over the repeats, and the primary
+    endpoint is also given per repeat (family 'primary per repeat', Holm across data sets within
+    each repeat; the primary row's note lists the per-repeat differences and their SD).
+    ``p_value`` is raw, ``p_adjusted`` Holm within the row's ``family``; ``fold_mean_*``/``fold_sd_*`` give every metric's per-fold mean and SD, so
     the pooled AUC (which mixes the folds' score scales) always has the per-fold AUC beside it.
     """
     if primary_endpoint != PRIMARY_ENDPOINT:
         raise CxrbsError(f"cls.primary_endpoint must be {PRIMARY_ENDPOINT!r} (the only one "
                          f"implemented); got {primary_endpoint!r}")
     _check_predictions(predictions)
+    n_repeats = int(predictions["repeat"].nunique()) if "repeat" in predictions else 1
+    pooled = _mean_over_repeats(predictions) if n_repeats > 1 else predictions
+    label = f"mean of {n_repeats} repeats" if n_repeats > 1 else "0"
     rows: list[dict[str, Any]] = []
-    for dataset in sorted(predictions["dataset"].unique()):
-        base, bs = _paired_frames(predictions, dataset)
-        rows.extend(_compare_dataset(base, bs, dataset, threshold, alpha))
+    for dataset in sorted(pooled["dataset"].unique()):
+        base, bs = _paired_frames(pooled, dataset)
+        rows.extend({**r, "repeat": label}
+                    for r in _compare_dataset(base, bs, dataset, threshold, alpha))
+    if n_repeats > 1:
+        per_repeat = _per_repeat_rows(predictions, threshold, alpha)
+        for r in rows:
+            if r["family"] == "primary":
+                diffs = [x["difference"] for x in per_repeat if x["dataset"] == r["dataset"]]
+                r["note"] += ("; AUC difference per repeat: "
+                              + ", ".join(f"{d:.4f}" for d in diffs)
+                              + f" (SD {np.std(diffs, ddof=1):.4f}); test on the probabilities "
+                              f"averaged over the {n_repeats} repeats")
+        rows.extend(per_repeat)
     return adjust_families(pd.DataFrame(rows))[COLUMNS]
