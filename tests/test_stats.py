@@ -255,8 +255,8 @@ def test_compare_variants_rows_and_direction() -> None:
     assert delong["family"] == "primary" and delong["metric"] == "auc"
     base = preds[preds.variant == "baseline"]
     bs = preds[preds.variant == "bone_suppressed"]
-    assert delong["baseline"] == pytest.approx(roc_auc_score(base.label, base.probability))
-    assert delong["bone_suppressed"] == pytest.approx(roc_auc_score(bs.label, bs.probability))
+    assert delong["value_reference"] == pytest.approx(roc_auc_score(base.label, base.probability))
+    assert delong["value_arm"] == pytest.approx(roc_auc_score(bs.label, bs.probability))
     assert delong["difference"] > 0.1 and delong["p_value"] < 0.01
     # one data set: the primary family has one member, so Holm leaves its p unchanged
     assert delong["p_adjusted"] == pytest.approx(delong["p_value"])
@@ -270,8 +270,8 @@ def test_compare_variants_rows_and_direction() -> None:
     assert "0.125" in fold_auc["note"]
     base_auc = [roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
                 for f in range(4)]
-    assert delong["fold_mean_baseline"] == pytest.approx(np.mean(base_auc))
-    assert delong["fold_sd_baseline"] == pytest.approx(np.std(base_auc, ddof=1))
+    assert delong["fold_mean_reference"] == pytest.approx(np.mean(base_auc))
+    assert delong["fold_sd_reference"] == pytest.approx(np.std(base_auc, ddof=1))
     mc = out[out["test"] == "McNemar (pooled)"].iloc[0]
     assert mc["metric"] == "accuracy" and mc["difference"] > 0
     secondary = out[out.family == "secondary"]
@@ -337,3 +337,18 @@ def test_repeats_give_mean_rows_and_primary_per_repeat() -> None:
     # primary family of the main table: adjusted across data sets only, repeats not mixed in
     prim = main[main.family == "primary"]
     np.testing.assert_allclose(prim["p_adjusted"], multipletests(prim["p_value"], method="holm")[1])
+
+
+def test_control_arm_adds_secondary_contrasts() -> None:
+    preds = _predictions(seed=3)
+    control = preds[preds.variant == "baseline"].assign(variant="control")
+    out = compare_variants(pd.concat([preds, control], ignore_index=True))
+    assert list(out["contrast"].unique()) == ["bone_suppressed − baseline", "control − baseline",
+                                              "bone_suppressed − control"]
+    assert (out[out.contrast != "bone_suppressed − baseline"]["family"] == "secondary").all()
+    assert (out["family"] == "primary").sum() == 1
+    # control is a copy of baseline here: its DeLong row shows no difference
+    ctl = out[(out.contrast == "control − baseline") & (out.test == "DeLong (pooled out-of-fold)")]
+    assert ctl["difference"].iloc[0] == 0.0 and ctl["p_value"].iloc[0] == 1.0
+    with pytest.raises(CxrbsError, match="optionally"):
+        compare_variants(pd.concat([preds, control.assign(variant="other")], ignore_index=True))

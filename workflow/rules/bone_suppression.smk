@@ -116,6 +116,28 @@ rule select_bs:
         "../scripts/select_bs.py"
 
 
+rule control_tb:
+    """Control arm (cls.variants: control): each image gets another patient's bone-suppression
+    change, rescaled to its own change energy; same stretch, bones left in place."""
+    input:
+        original="results/data/{tbset}/images.npy",
+        suppressed="results/suppressed/{tbset}/images.npy",
+        manifest="results/data/{tbset}/manifest.csv",
+    output:
+        images="results/control/{tbset}/images.npy",
+        manifest="results/control/{tbset}/manifest.csv",
+    params:
+        seed=lambda wildcards: dataset_seed(wildcards.tbset),
+        low_pct=config["preprocess"].get("low_percentile", 1.0),
+        high_pct=config["preprocess"].get("high_percentile", 99.0),
+    log:
+        "logs/bs/control_{tbset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/control_tb.py"
+
+
 rule suppress_tb:
     """Bone-suppress every image of a TB set with the selected model (PNG mirror + stack)."""
     input:
@@ -128,6 +150,8 @@ rule suppress_tb:
         images="results/suppressed/{tbset}/images.npy",
     params:
         batch_size=config["bs"]["suppress_batch_size"],
+        low_pct=config["preprocess"].get("low_percentile", 1.0),
+        high_pct=config["preprocess"].get("high_percentile", 99.0),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,

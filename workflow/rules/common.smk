@@ -65,7 +65,7 @@ wildcard_constraints:
     arch="|".join(ARCHS),
     testset="|".join(BS_EVAL_SETS),
     tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
-    variant="baseline|bone_suppressed",
+    variant="baseline|bone_suppressed|control",
     fold=r"\d+",
     repeat=r"[1-9]\d*",
 
@@ -96,6 +96,8 @@ def weights_input(wildcards):
 def cls_images(wildcards):
     if wildcards.variant == "baseline":
         return f"results/data/{wildcards.tbset}/images.npy"
+    if wildcards.variant == "control":
+        return f"results/control/{wildcards.tbset}/images.npy"
     return f"results/suppressed/{wildcards.tbset}/images.npy"
 
 

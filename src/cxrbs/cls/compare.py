@@ -31,19 +31,23 @@ from cxrbs.cls.stats import (
 from cxrbs.core.errors import CxrbsError
 
 VARIANTS = ("baseline", "bone_suppressed")
+OPTIONAL_VARIANTS = ("control",)
 PREDICTION_COLUMNS = ("image", "patient", "label", "probability", "fold", "variant", "dataset")
 #: The only primary endpoint the code implements; the config must name it (cls.primary_endpoint).
 PRIMARY_ENDPOINT = ("pooled out-of-fold AUC difference, bone_suppressed − baseline, DeLong, "
                     "Holm across TB data sets")
-CONTRAST = "bone_suppressed − baseline"
+PRIMARY_CONTRAST = ("bone_suppressed", "baseline")
+#: With the control arm: does any image change help (control - baseline), and does removing bones
+#: help more than an equally large change that leaves them (bone_suppressed - control)?
+CONTROL_CONTRASTS = (("control", "baseline"), ("bone_suppressed", "control"))
 ADJUST_PRIMARY = "Holm across TB data sets (primary family)"
 ADJUST_SECONDARY = "Holm across all secondary rows"
 FOLD_CI_METHOD = "Nadeau–Bengio corrected t (k−1 df)"
 ADJUST_REPEAT = "Holm across TB data sets within the repeat"
-COLUMNS = ["dataset", "repeat", "contrast", "family", "metric", "estimate", "baseline", "bone_suppressed",
-           "difference", "ci_low", "ci_high", "ci_method", "test", "p_value", "p_adjusted",
-           "adjustment", "fold_mean_baseline", "fold_sd_baseline", "fold_mean_bone_suppressed",
-           "fold_sd_bone_suppressed", "note"]
+COLUMNS = ["dataset", "repeat", "contrast", "arm", "reference", "family", "metric", "estimate",
+           "value_arm", "value_reference", "difference", "ci_low", "ci_high", "ci_method", "test",
+           "p_value", "p_adjusted", "adjustment", "fold_mean_arm", "fold_sd_arm",
+           "fold_mean_reference", "fold_sd_reference", "note"]
 
 
 def fold_test_name(n_folds: int) -> str:
@@ -61,11 +65,13 @@ def _paired_accuracy_ci(b: int, c: int, n: int, alpha: float) -> tuple[float, fl
     return float(d - half), float(d + half)
 
 
-def _paired_frames(predictions: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Baseline and bone-suppressed rows of one dataset, aligned by image; refuse mismatches."""
+def _paired_frames(predictions: pd.DataFrame, dataset: str,
+                   variants: tuple[str, str] = ("baseline", "bone_suppressed"),
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two variants' rows of one dataset, aligned by image; refuse mismatches."""
     sub = predictions[predictions["dataset"] == dataset]
     frames = []
-    for variant in VARIANTS:
+    for variant in variants:
         part = sub[sub["variant"] == variant]
         dup = part["image"][part["image"].duplicated()]
         if not dup.empty:
@@ -97,10 +103,10 @@ def _check_predictions(predictions: pd.DataFrame) -> None:
             f"predictions table lacks column(s) {missing}: expected {list(PREDICTION_COLUMNS)}"
         )
     variants = set(predictions["variant"].unique())
-    if variants != set(VARIANTS):
+    if not set(VARIANTS) <= variants <= set(VARIANTS + OPTIONAL_VARIANTS):
         raise CxrbsError(
-            f"predictions column 'variant' must hold exactly {list(VARIANTS)}; "
-            f"got {sorted(variants)}"
+            f"predictions column 'variant' must hold {list(VARIANTS)} (and optionally "
+            f"{list(OPTIONAL_VARIANTS)}); got {sorted(variants)}"
         )
 
 
@@ -113,7 +119,11 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, threshold: float,
-                     alpha: float) -> list[dict[str, Any]]:
+                     alpha: float, contrast: tuple[str, str] = PRIMARY_CONTRAST,
+                     ) -> list[dict[str, Any]]:
+    """All rows of one contrast (arm ``bs`` minus reference ``base``) on one data set."""
+    arm, ref = contrast
+    is_primary = contrast == PRIMARY_CONTRAST
     y = base["label"].to_numpy()
     p_base, p_bs = base["probability"].to_numpy(), bs["probability"].to_numpy()
     fold = base["fold"].to_numpy()
@@ -126,24 +136,25 @@ def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, thresho
     def spread(metric: str) -> dict[str, float]:
         mb, sb = _mean_sd([r[metric] for r in per_fold["baseline"]])
         ma, sa = _mean_sd([r[metric] for r in per_fold["bone_suppressed"]])
-        return {"fold_mean_baseline": mb, "fold_sd_baseline": sb,
-                "fold_mean_bone_suppressed": ma, "fold_sd_bone_suppressed": sa}
+        return {"fold_mean_reference": mb, "fold_sd_reference": sb,
+                "fold_mean_arm": ma, "fold_sd_arm": sa}
 
     def row(metric: str, estimate: str, base_v: float, bs_v: float, diff: float, ci: tuple,
             ci_method: str, test: str, p: float, family: str, note: str) -> dict[str, Any]:
-        return {"dataset": dataset, "contrast": CONTRAST, "family": family, "metric": metric,
-                "estimate": estimate, "baseline": base_v, "bone_suppressed": bs_v,
+        return {"dataset": dataset, "contrast": f"{arm} − {ref}", "arm": arm, "reference": ref,
+                "family": family, "metric": metric,
+                "estimate": estimate, "value_reference": base_v, "value_arm": bs_v,
                 "difference": diff, "ci_low": ci[0], "ci_high": ci[1], "ci_method": ci_method,
                 "test": test, "p_value": p, **spread(metric), "note": note}
 
     rows = []
     d = delong_test(y, p_bs, p_base, alpha)
-    note = "primary endpoint (cls.primary_endpoint)"
+    note = "primary endpoint (cls.primary_endpoint)" if is_primary else "control-arm contrast"
     if d["reason"]:
         note += "; " + d["reason"]
     rows.append(row("auc", "pooled out-of-fold", d["auc_b"], d["auc_a"], d["difference"],
                     (d["ci_low"], d["ci_high"]), "DeLong (normal approximation)", TEST_DELONG,
-                    d["p_value"], "primary", note))
+                    d["p_value"], "primary" if is_primary else "secondary", note))
     k = len(folds)
     for metric in METRICS:
         a_vals = [r[metric] for r in per_fold["bone_suppressed"]]
@@ -154,8 +165,8 @@ def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, thresho
                  f"Nadeau–Bengio corrected t p = {nb['p_value']:.3g}"]
         notes += [r for r in dict.fromkeys((sf["reason"], nb["reason"])) if r]
         sp = spread(metric)
-        rows.append(row(metric, f"mean of {k} folds", sp["fold_mean_baseline"],
-                        sp["fold_mean_bone_suppressed"], sf["difference"],
+        rows.append(row(metric, f"mean of {k} folds", sp["fold_mean_reference"],
+                        sp["fold_mean_arm"], sf["difference"],
                         (nb["ci_low"], nb["ci_high"]), FOLD_CI_METHOD, fold_test_name(k),
                         sf["p_value"], "secondary", "; ".join(notes)))
     pred_base = threshold_predictions(p_base, threshold)
@@ -216,10 +227,15 @@ def compare_variants(
 ) -> pd.DataFrame:
     """Baseline vs bone-suppressed, per dataset: the primary row first, then secondary rows.
 
+    With a ``control`` variant, the contrasts control - baseline and bone_suppressed - control
+    follow, all secondary: bone removal (not merely changing the images) is supported when
+    bone_suppressed beats both baseline and control while control does not beat baseline.
+    ``value_arm``/``value_reference`` hold the two sides of ``contrast`` (arm - reference).
+
     ``predictions`` holds one out-of-fold prediction per image and variant (columns image,
     patient, label, probability, fold, variant, dataset). Per data set: the primary endpoint
     (pooled AUC by DeLong); for each of the seven metrics the exact sign-flip test over folds
-    (baseline/bone_suppressed = mean of per-fold values, CI by the Nadeau-Bengio corrected t);
+    (values = mean of per-fold values, CI by the Nadeau-Bengio corrected t);
     accuracy by McNemar on the pooled predictions (Wald CI for paired proportions).
     ``difference`` = bone_suppressed - baseline. With a ``repeat`` column holding several
     fine-tuning repeats, these rows use the probabilities averaged over the repeats, and the primary
@@ -235,11 +251,15 @@ def compare_variants(
     n_repeats = int(predictions["repeat"].nunique()) if "repeat" in predictions else 1
     pooled = _mean_over_repeats(predictions) if n_repeats > 1 else predictions
     label = f"mean of {n_repeats} repeats" if n_repeats > 1 else "0"
+    contrasts = [PRIMARY_CONTRAST]
+    if "control" in set(predictions["variant"]):
+        contrasts += list(CONTROL_CONTRASTS)
     rows: list[dict[str, Any]] = []
     for dataset in sorted(pooled["dataset"].unique()):
-        base, bs = _paired_frames(pooled, dataset)
-        rows.extend({**r, "repeat": label}
-                    for r in _compare_dataset(base, bs, dataset, threshold, alpha))
+        for arm, ref in contrasts:
+            base, bs = _paired_frames(pooled, dataset, (ref, arm))
+            rows.extend({**r, "repeat": label} for r in
+                        _compare_dataset(base, bs, dataset, threshold, alpha, (arm, ref)))
     if n_repeats > 1:
         per_repeat = _per_repeat_rows(predictions, threshold, alpha)
         for r in rows:

@@ -379,8 +379,8 @@ def _stats_section(results: Path) -> str:
     comparison = _read_csv(results / "cls" / "comparison.csv")
     if comparison is None or comparison.empty:
         return _note("no variant comparison (results/cls/comparison.csv)")
-    cols = ["dataset", "family", "metric", "test", "baseline", "bone_suppressed", "difference",
-            "ci_low", "ci_high", "p_value", "p_adjusted", "estimate", "note"]
+    cols = ["dataset", "contrast", "family", "metric", "test", "value_arm", "value_reference",
+            "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "estimate", "note"]
     shown = comparison[[c for c in cols if c in comparison.columns]]
     return "\n".join([
         "<p>Baseline (original images) vs bone-suppressed, paired on the same images and folds; "
