@@ -11,6 +11,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from cxrbs.bs.evaluate import HIGHER_IS_BETTER
 from cxrbs.cls.compare import PRIMARY_ENDPOINT
 
 TITLE = "Statistical methods"
@@ -93,7 +94,8 @@ def statistical_methods_html(config: Mapping[str, Any]) -> str:
         f"The bone-suppression training pairs are split by patient into training, validation "
         f"({_esc(val_fraction)} of the patients) and a within-institution test part "
         f"(<code>heldout_test</code>, {_esc(test_fraction)}). Early stopping and the choice of "
-        f"architecture (highest mean {_esc(select_metric)}) use the validation pairs only; the "
+        f"architecture ({'highest' if HIGHER_IS_BETTER.get(select_metric, True) else 'lowest'} "
+        f"mean {_esc(select_metric)}) use the validation pairs only; the "
         "within-institution test part and every cross-institution set are only reported.",
         "Classifiers stop early on an inner patient-level validation split of the training folds; "
         "the held-out fold is used only for the out-of-fold predictions.",
