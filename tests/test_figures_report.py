@@ -96,7 +96,10 @@ def _write_bs(results: Path, rng: np.random.Generator) -> None:
         write_csv(results / "bs" / "eval" / arch / "des.csv", frames[-1])
     summary = summarize_evaluations(frames)
     write_csv(results / "bs" / "eval" / "summary.csv", summary)
-    write_json(results / "bs" / "best.json", select_best(summary, metric="psnr", test_set="des"))
+    # models are selected on the validation pairs only (issue 12); here they mirror des
+    validation = summarize_evaluations([f.assign(test_set="validation") for f in frames])
+    write_json(results / "bs" / "best.json",
+               select_best(pd.concat([validation, summary]), metric="psnr"))
     for arch in ("ae_bs", "convnet_bs"):
         epochs = np.arange(1, 5)
         write_csv(results / "bs" / "models" / arch / "history.csv", pd.DataFrame({

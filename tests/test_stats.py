@@ -1,4 +1,5 @@
-"""Paired tests: DeLong against an O(m*n) reference and a bootstrap, McNemar and t-test vs scipy."""
+"""Paired tests: DeLong against an O(m*n) reference and a bootstrap, McNemar vs scipy, the fold
+tests against hand-worked values, Holm against a hand-written step-down and statsmodels."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 from cxrbs.core.errors import CxrbsError
+from statsmodels.stats.multitest import multipletests
+
+from cxrbs.cls.compare import COLUMNS, PRIMARY_ENDPOINT, compare_variants
 from cxrbs.cls.stats import (
-    compare_variants,
     delong_auc_ci,
     delong_auc_variance,
     delong_test,
+    holm,
     mcnemar_test,
-    paired_fold_test,
+    nadeau_bengio_test,
+    sign_flip_test,
 )
 
 
@@ -147,29 +152,84 @@ def test_mcnemar_no_discordant_pairs() -> None:
     assert mcnemar_test(y, pa, pb)["p_value"] == 1.0
 
 
-def test_paired_fold_test_matches_scipy() -> None:
-    a = np.array([0.91, 0.88, 0.93, 0.90])
-    b = np.array([0.87, 0.86, 0.90, 0.89])
-    res = paired_fold_test(a, b)
-    ref = sps.ttest_rel(a, b)
-    d = a - b
-    half = sps.t.ppf(0.975, 3) * d.std(ddof=1) / 2
-    assert res["statistic"] == pytest.approx(ref.statistic)
-    assert res["p_value"] == pytest.approx(ref.pvalue)
-    assert res["difference"] == pytest.approx(0.025)
-    assert res["ci_low"] == pytest.approx(0.025 - half)
-    assert res["ci_high"] == pytest.approx(0.025 + half)
-    assert res["ci_low"] < res["difference"] < res["ci_high"]
-    assert res["wilcoxon_p"] == pytest.approx(0.125)  # smallest exact two-sided p with 4 pairs
-    assert res["method"] == "paired t-test over 4 folds"
+def test_delong_zero_se_with_a_difference_is_nan_with_reason() -> None:
+    # A perfect classifier vs a constant one: every placement value is constant (1 and 1/2), so
+    # the variance of the difference is 0 while the AUCs differ (1 vs 0.5). It used to give p = 0.
+    y = np.array([0, 0, 0, 1, 1, 1])
+    res = delong_test(y, [1, 2, 3, 4, 5, 6], [3.0] * 6)
+    assert res["se"] == 0 and res["difference"] == pytest.approx(0.5)
+    assert np.isnan(res["p_value"]) and np.isnan(res["ci_low"]) and "undefined" in res["reason"]
+    y = np.array([0, 0, 1, 1])
+    same = delong_test(y, [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    assert same["p_value"] == 1.0 and same["reason"] == ""
 
 
-def test_paired_fold_test_degenerate_inputs() -> None:
-    same = paired_fold_test([0.8, 0.9, 0.7, 0.85], [0.8, 0.9, 0.7, 0.85])
-    assert same["p_value"] == 1.0 and same["difference"] == 0.0
-    assert np.isnan(same["wilcoxon_p"])
+def test_sign_flip_hand_worked_four_folds() -> None:
+    # d = [0.04, 0.02, -0.01, 0.03], sum 0.08. Of the 16 sign patterns of the magnitudes
+    # (0.04, 0.02, 0.01, 0.03) only +++ + (0.10), ++-+ (0.08) and their negations reach |sum| >= 0.08.
+    a = np.array([0.84, 0.77, 0.69, 0.88])
+    b = a - np.array([0.04, 0.02, -0.01, 0.03])
+    res = sign_flip_test(a, b)
+    assert res["p_value"] == pytest.approx(4 / 16)
+    assert res["difference"] == pytest.approx(0.02)
+    assert res["min_p"] == pytest.approx(0.125) and res["reason"] == ""
+
+
+def test_sign_flip_equal_differences_do_not_degenerate() -> None:
+    # The issue's example: fold values [0.80, 0.75, 0.70, 0.85] vs each - 0.03. The plain t-test
+    # gave p ~ 1e-45; the exact test gives its floor 2/16, the corrected t-test NaN with a reason.
+    a = np.array([0.80, 0.75, 0.70, 0.85])
+    sf = sign_flip_test(a, a - 0.03)
+    assert sf["p_value"] == pytest.approx(0.125)
+    nb = nadeau_bengio_test(a, a - 0.03)
+    assert np.isnan(nb["p_value"]) and np.isnan(nb["ci_low"]) and "zero spread" in nb["reason"]
+    assert sign_flip_test(a, a)["p_value"] == 1.0
+    assert np.isnan(sign_flip_test([0.8, np.nan], [0.7, 0.6])["p_value"])
     with pytest.raises(CxrbsError, match="per-fold values"):
-        paired_fold_test([0.8], [0.7])
+        sign_flip_test([0.8], [0.7])
+
+
+def test_sign_flip_matches_scipy_permutation_test() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=6), rng.normal(size=6)
+    ref = sps.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                               n_resamples=np.inf)
+    assert sign_flip_test(a, b)["p_value"] == pytest.approx(ref.pvalue)
+
+
+def test_nadeau_bengio_against_hand_computation() -> None:
+    a = np.array([0.84, 0.77, 0.69, 0.88])
+    d = np.array([0.04, 0.02, -0.01, 0.03])
+    res = nadeau_bengio_test(a, a - d)
+    se = d.std(ddof=1) * np.sqrt(1 / 4 + 1 / 3)  # (1/k + n_test/n_train) with k = 4 folds
+    t = 0.02 / se
+    assert res["statistic"] == pytest.approx(t)
+    assert res["p_value"] == pytest.approx(2 * sps.t.sf(t, 3))
+    half = sps.t.ppf(0.975, 3) * se
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    # the correction only inflates the plain paired t-test's variance
+    plain = sps.ttest_rel(a, a - d)
+    assert res["statistic"] == pytest.approx(plain.statistic * np.sqrt(0.25 / (0.25 + 1 / 3)))
+    assert res["p_value"] > plain.pvalue
+
+
+def _holm_by_hand(p: list[float]) -> np.ndarray:
+    order = np.argsort(p)
+    m, out, running = len(p), np.empty(len(p)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_matches_statsmodels_and_hand_written_step_down() -> None:
+    p = [0.01, 0.04, 0.03, 0.005, 0.20]
+    expected = multipletests(p, method="holm")[1]
+    np.testing.assert_allclose(holm(p), expected)
+    np.testing.assert_allclose(holm(p), _holm_by_hand(p))
+    with_nan = holm([0.01, np.nan, 0.04])
+    assert np.isnan(with_nan[1])
+    np.testing.assert_allclose(with_nan[[0, 2]], _holm_by_hand([0.01, 0.04]))
 
 
 def _predictions(seed: int = 0, n: int = 240) -> pd.DataFrame:
@@ -189,24 +249,48 @@ def _predictions(seed: int = 0, n: int = 240) -> pd.DataFrame:
 def test_compare_variants_rows_and_direction() -> None:
     preds = _predictions()
     out = compare_variants(preds)
-    expected = {"dataset", "metric", "baseline", "bone_suppressed", "difference", "ci_low",
-                "ci_high", "test", "p_value"}
-    assert expected <= set(out.columns)
+    assert list(out.columns) == COLUMNS
     assert len(out) == 9
     delong = out[out["test"] == "DeLong (pooled out-of-fold)"].iloc[0]
+    assert delong["family"] == "primary" and delong["metric"] == "auc"
     base = preds[preds.variant == "baseline"]
     bs = preds[preds.variant == "bone_suppressed"]
-    assert delong["baseline"] == pytest.approx(roc_auc_score(base.label, base.probability))
-    assert delong["bone_suppressed"] == pytest.approx(roc_auc_score(bs.label, bs.probability))
+    assert delong["value_reference"] == pytest.approx(roc_auc_score(base.label, base.probability))
+    assert delong["value_arm"] == pytest.approx(roc_auc_score(bs.label, bs.probability))
     assert delong["difference"] > 0.1 and delong["p_value"] < 0.01
-    fold_auc = out[(out.metric == "auc") & out.test.str.startswith("paired t-test")].iloc[0]
+    # one data set: the primary family has one member, so Holm leaves its p unchanged
+    assert delong["p_adjusted"] == pytest.approx(delong["p_value"])
+    fold_auc = out[(out.metric == "auc") & (out.family == "secondary")].iloc[0]
     per_fold = [roc_auc_score(bs.label[bs.fold == f], bs.probability[bs.fold == f]) -
                 roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
                 for f in range(4)]
     assert fold_auc["difference"] == pytest.approx(np.mean(per_fold))
-    assert fold_auc["test"] == "paired t-test over 4 folds"
+    assert fold_auc["test"] == "exact sign-flip permutation over 4 folds"
+    assert fold_auc["p_value"] == pytest.approx(0.125)  # all four folds improved: the floor
+    assert "0.125" in fold_auc["note"]
+    base_auc = [roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
+                for f in range(4)]
+    assert delong["fold_mean_reference"] == pytest.approx(np.mean(base_auc))
+    assert delong["fold_sd_reference"] == pytest.approx(np.std(base_auc, ddof=1))
     mc = out[out["test"] == "McNemar (pooled)"].iloc[0]
     assert mc["metric"] == "accuracy" and mc["difference"] > 0
+    secondary = out[out.family == "secondary"]
+    np.testing.assert_allclose(secondary["p_adjusted"],
+                               multipletests(secondary["p_value"], method="holm")[1])
+    assert out["test"].str.len().gt(0).all()
+
+
+def test_primary_family_is_adjusted_across_data_sets() -> None:
+    preds = pd.concat([_predictions(seed=1), _predictions(seed=4).assign(dataset="montgomery")],
+                      ignore_index=True)
+    out = compare_variants(preds)
+    primary = out[out.family == "primary"]
+    assert sorted(primary["dataset"]) == ["montgomery", "shenzhen"]
+    np.testing.assert_allclose(primary["p_adjusted"],
+                               multipletests(primary["p_value"], method="holm")[1])
+    with pytest.raises(CxrbsError, match="primary_endpoint"):
+        compare_variants(preds, primary_endpoint="accuracy by McNemar")
+    assert compare_variants(preds, primary_endpoint=PRIMARY_ENDPOINT).equals(out)
 
 
 def test_compare_variants_aligns_by_image_not_row_order() -> None:
@@ -225,3 +309,46 @@ def test_compare_variants_rejects_mismatched_images() -> None:
     moved.loc[(moved.variant == "bone_suppressed") & (moved.image == "img007.png"), "fold"] = 1
     with pytest.raises(CxrbsError, match="same images/folds"):
         compare_variants(moved)
+
+
+def test_repeats_give_mean_rows_and_primary_per_repeat() -> None:
+    base = pd.concat([_predictions(seed=1), _predictions(seed=4).assign(dataset="montgomery")],
+                     ignore_index=True)
+    rng = np.random.default_rng(0)
+    repeats = [base.assign(repeat=r, probability=np.clip(
+        base["probability"] + rng.normal(0, 0.05, len(base)), 0, 1)) for r in range(3)]
+    preds = pd.concat(repeats, ignore_index=True)
+    out = compare_variants(preds)
+    main = out[out["repeat"] == "mean of 3 repeats"]
+    assert set(main["family"]) == {"primary", "secondary"} and len(main) == 18
+    mean_prob = preds.groupby(["dataset", "variant", "image", "patient", "label", "fold"],
+                              as_index=False)["probability"].mean()
+    single = compare_variants(mean_prob)
+    np.testing.assert_allclose(main["p_value"].to_numpy(), single["p_value"].to_numpy())
+    per = out[out["family"] == "primary per repeat"]
+    assert sorted(per["repeat"].unique()) == ["0", "1", "2"] and len(per) == 6
+    for r, family in per.groupby("repeat"):
+        np.testing.assert_allclose(family["p_adjusted"],
+                                   multipletests(family["p_value"], method="holm")[1])
+        one = compare_variants(preds[preds["repeat"] == int(r)].drop(columns="repeat"))
+        prim = one[one.family == "primary"].set_index("dataset")["difference"]
+        np.testing.assert_allclose(family.set_index("dataset")["difference"], prim.loc[family.dataset])
+    assert main[main.family == "primary"]["note"].str.contains("per repeat").all()
+    # primary family of the main table: adjusted across data sets only, repeats not mixed in
+    prim = main[main.family == "primary"]
+    np.testing.assert_allclose(prim["p_adjusted"], multipletests(prim["p_value"], method="holm")[1])
+
+
+def test_control_arm_adds_secondary_contrasts() -> None:
+    preds = _predictions(seed=3)
+    control = preds[preds.variant == "baseline"].assign(variant="control")
+    out = compare_variants(pd.concat([preds, control], ignore_index=True))
+    assert list(out["contrast"].unique()) == ["bone_suppressed − baseline", "control − baseline",
+                                              "bone_suppressed − control"]
+    assert (out[out.contrast != "bone_suppressed − baseline"]["family"] == "secondary").all()
+    assert (out["family"] == "primary").sum() == 1
+    # control is a copy of baseline here: its DeLong row shows no difference
+    ctl = out[(out.contrast == "control − baseline") & (out.test == "DeLong (pooled out-of-fold)")]
+    assert ctl["difference"].iloc[0] == 0.0 and ctl["p_value"].iloc[0] == 1.0
+    with pytest.raises(CxrbsError, match="optionally"):
+        compare_variants(pd.concat([preds, control.assign(variant="other")], ignore_index=True))

@@ -82,6 +82,9 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
         (lambda c: c["bs"]["train"].update(epochs="three"), "bs.train.epochs"),
         (lambda c: c["bs"]["architectures"].update(unet_bs={}), "bs.architectures"),
         (lambda c: c["datasets"]["des"].update(path="/x"), "datasets.des"),
+        # issue 12: selecting the model on a test set is refused, with the reason
+        (lambda c: c["bs"].update(select_test_set="des"),
+         "bs.select_test_set: bs.select_test_set was removed: models are selected on validation"),
     ],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, key: str) -> None:

@@ -1,5 +1,6 @@
 # Bone suppression: train every configured architecture with one loop, evaluate each (and the
-# identity baseline) on every cross-institutional paired test set, pick the best, apply it.
+# identity baseline) on the validation pairs and every test set, pick the best on validation
+# only, apply it.
 
 
 rule train_bs:
@@ -66,7 +67,11 @@ rule evaluate_identity:
 rule summarize_bs:
     """Mean, SD and 95% CI per architecture, test set and metric, identity baseline included."""
     input:
-        expand("results/bs/eval/{arch}/{testset}.csv", arch=ARCHS + ["identity"], testset=EVAL_SETS),
+        expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
     output:
         report(
             "results/bs/eval/summary.csv",
@@ -82,20 +87,55 @@ rule summarize_bs:
 
 
 rule select_bs:
-    """Pick the model that scores best on the configured metric and test set, and say why."""
+    """Pick the best model on the validation pairs only (never a test set), say why, and test
+    every model against identity (and the selected one against the others) image by image."""
     input:
-        "results/bs/eval/summary.csv",
+        summary="results/bs/eval/summary.csv",
+        per_image=expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
     output:
-        "results/bs/best.json",
+        best="results/bs/best.json",
+        paired=report(
+            "results/bs/eval/paired.csv",
+            caption="../report/bs_paired.rst",
+            category="Bone suppression",
+        ),
     params:
         metric=config["bs"]["select_metric"],
-        test_set=config["bs"]["select_test_set"] or (BS_TEST[0] if BS_TEST else None),
+        selection_set=SELECTION_SET,
+        n_boot=config["bs"]["n_boot"],
+        seed=config["seed"],
     log:
         "logs/bs/select.log",
     conda:
         ENV
     script:
         "../scripts/select_bs.py"
+
+
+rule control_tb:
+    """Control arm (cls.variants: control): each image gets another patient's bone-suppression
+    change, rescaled to its own change energy; same stretch, bones left in place."""
+    input:
+        original="results/data/{tbset}/images.npy",
+        suppressed="results/suppressed/{tbset}/images.npy",
+        manifest="results/data/{tbset}/manifest.csv",
+    output:
+        images="results/control/{tbset}/images.npy",
+        manifest="results/control/{tbset}/manifest.csv",
+    params:
+        seed=lambda wildcards: dataset_seed(wildcards.tbset),
+        low_pct=config["preprocess"].get("low_percentile", 1.0),
+        high_pct=config["preprocess"].get("high_percentile", 99.0),
+    log:
+        "logs/bs/control_{tbset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/control_tb.py"
 
 
 rule suppress_tb:
@@ -110,6 +150,8 @@ rule suppress_tb:
         images="results/suppressed/{tbset}/images.npy",
     params:
         batch_size=config["bs"]["suppress_batch_size"],
+        low_pct=config["preprocess"].get("low_percentile", 1.0),
+        high_pct=config["preprocess"].get("high_percentile", 99.0),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,

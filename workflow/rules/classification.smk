@@ -62,6 +62,34 @@ rule finetune_cls:
         "../scripts/finetune_cls.py"
 
 
+rule finetune_cls_repeat:
+    """The same fine-tuning on the same folds with another seed (cls.repeats > 1): training noise."""
+    input:
+        pretrained="results/cls/pretrain/model.pt",
+        images=cls_images,
+        folds="results/data/{tbset}/folds.csv",
+    output:
+        model="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/model.pt",
+        predictions="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/predictions.csv",
+    params:
+        train=config["cls"]["finetune"],
+        input_size=config["cls"]["input_size"],
+        seed=lambda wildcards: repeat_seed(wildcards.repeat),
+        hog_floor=False,
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+    log:
+        "logs/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.log",
+    benchmark:
+        "benchmarks/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/finetune_cls.py"
+
+
 rule evaluate_cls:
     """Seven metrics with 95% CIs per fold and pooled, for the deep model and the HOG floor."""
     input:
@@ -93,12 +121,19 @@ rule evaluate_cls:
 
 
 rule compare_cls:
-    """Paired tests, baseline vs bone-suppressed: DeLong, McNemar and a paired t-test over folds."""
+    """Paired tests, baseline vs bone-suppressed: the primary endpoint (DeLong) and secondary tests."""
     input:
         expand(
             "results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
             tbset=TB_SETS,
             variant=VARIANTS,
+            fold=FOLDS,
+        ),
+        expand(
+            "results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/predictions.csv",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            repeat=REPEATS[1:],
             fold=FOLDS,
         ),
     output:
@@ -109,6 +144,7 @@ rule compare_cls:
         ),
     params:
         threshold=config["cls"]["threshold"],
+        primary_endpoint=config["cls"]["primary_endpoint"],
     log:
         "logs/cls/compare.log",
     conda:

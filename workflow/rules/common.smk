@@ -42,6 +42,9 @@ DATASETS = config["datasets"]
 ARCHS = sorted(config["bs"]["architectures"])
 VARIANTS = config["cls"]["variants"]
 FOLDS = list(range(config["cls"]["folds"]))
+# Repeat 0 is the fine-tuning under results/cls/{tbset}/{variant}/fold{k}; repeats 1.. rerun it
+# with other seeds on the same folds (results/cls/{tbset}/{variant}/repeat{r}/fold{k}).
+REPEATS = list(range(config["cls"]["repeats"]))
 
 
 def datasets_with_role(role):
@@ -53,23 +56,32 @@ BS_TEST = datasets_with_role("bs_test")
 TB_SETS = datasets_with_role("tb")
 PRETRAIN_SETS = datasets_with_role("pretrain")
 IMAGE_SETS = BS_TRAIN + BS_TEST + TB_SETS + PRETRAIN_SETS
-# "heldout" = the patient-level validation pairs of the training set (same institution).
-EVAL_SETS = BS_TEST + ["heldout"]
+# Models are selected (and stopped early) on the training institution's validation pairs only;
+# "heldout_test" (its patient-level test pairs) and every cross-institution set are only reported.
+SELECTION_SET = "validation"
+EVAL_SETS = BS_TEST + (["heldout_test"] if config["bs"]["test_fraction"] > 0 else [])
+BS_EVAL_SETS = [SELECTION_SET] + EVAL_SETS
 
 
 wildcard_constraints:
     dataset="|".join(sorted(DATASETS)),
     imageset="|".join(IMAGE_SETS),
     arch="|".join(ARCHS),
-    testset="|".join(EVAL_SETS),
+    testset="|".join(BS_EVAL_SETS),
     tbset="|".join(TB_SETS) if TB_SETS else "(?!)",
-    variant="baseline|bone_suppressed",
+    variant="baseline|bone_suppressed|control",
     fold=r"\d+",
+    repeat=r"[1-9]\d*",
 
 
 def dataset_seed(name):
     """A stable per-data-set seed derived from the global one (crc32, not Python's salted hash)."""
     return (config["seed"] + zlib.crc32(name.encode())) % (2**31)
+
+
+def repeat_seed(repeat):
+    """Repeat r fine-tunes with seed + 1000 r (fold k adds k, so seeds never collide)."""
+    return config["seed"] + 1000 * int(repeat)
 
 
 def preprocess_params():
@@ -88,13 +100,17 @@ def weights_input(wildcards):
 def cls_images(wildcards):
     if wildcards.variant == "baseline":
         return f"results/data/{wildcards.tbset}/images.npy"
+    if wildcards.variant == "control":
+        return f"results/control/{wildcards.tbset}/images.npy"
     return f"results/suppressed/{wildcards.tbset}/images.npy"
 
 
 def eval_pairs(wildcards):
-    """Paired test-set inputs; 'heldout' reads the training set's validation split."""
-    if wildcards.testset == "heldout":
+    """Paired inputs; 'validation' / 'heldout_test' read the training set's val / test split."""
+    if wildcards.testset == SELECTION_SET:
         return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv"}
+    if wildcards.testset == "heldout_test":
+        return {"images": "results/bs/data/test.npy", "manifest": "results/bs/data/split.csv"}
     return {
         "images": f"results/data/{wildcards.testset}/images.npy",
         "manifest": f"results/data/{wildcards.testset}/manifest.csv",

@@ -61,16 +61,18 @@ rule make_folds:
 
 
 rule prepare_bs_pairs:
-    """Split the pairs by patient first, then augment only the training part (no leakage)."""
+    """Split the pairs by patient (train/validation/test) first, then augment only the training part."""
     input:
         manifests=expand("results/data/{imageset}/manifest.csv", imageset=BS_TRAIN),
         images=expand("results/data/{imageset}/images.npy", imageset=BS_TRAIN),
     output:
         train="results/bs/data/train.npy",
         val="results/bs/data/val.npy",
+        test="results/bs/data/test.npy",
         split="results/bs/data/split.csv",
     params:
         val_fraction=config["bs"]["val_fraction"],
+        test_fraction=config["bs"]["test_fraction"],
         augment=config["bs"]["augment"],
         seed=config["seed"],
     resources:

@@ -6,7 +6,8 @@ from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):
-    write_csv(sm.output[0], compare([Path(p) for p in sm.input], threshold=sm.params.threshold))
+    write_csv(sm.output[0], compare([Path(p) for p in sm.input], threshold=sm.params.threshold,
+                                      primary_endpoint=sm.params.primary_endpoint))
 
 
 run(snakemake, main)  # noqa: F821

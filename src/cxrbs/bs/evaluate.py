@@ -41,15 +41,16 @@ def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_
 
 
 def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list[str]]:
-    """A prepared paired test set (uint16 stack + manifest) or the held-out validation pairs
-    of the training set (float32 ``val.npy`` + ``split.csv``); ``read_stack`` converts either
-    by its dtype, and the names come from whichever table describes the rows."""
+    """A prepared paired test set (uint16 stack + manifest) or the validation / within-institution
+    test pairs of the training set (float32 ``val.npy`` / ``test.npy`` + ``split.csv``);
+    ``read_stack`` converts either by its dtype, and the names come from the table's rows."""
     pairs = read_stack(stack_path)
     if pairs.shape[1] != 2:
         raise CxrbsError(f"{stack_path} is not a paired test set (source and target)")
     table = pd.read_csv(manifest_path, dtype={"pair_id": str})
-    if "split" in table:  # split.csv of cxrbs.bs.pairs: the validation rows, in order
-        table = table[table["split"] == "val"]
+    if "split" in table:  # split.csv of cxrbs.bs.pairs: the rows of this part, in order
+        part = "test" if Path(stack_path).stem == "test" else "val"  # test.npy / val.npy
+        table = table[table["split"] == part]
     else:
         table = read_manifest(manifest_path)
     names = table["pair_id"].astype(str).tolist()
@@ -64,14 +65,24 @@ def summarize_evaluations(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return summarize(per_image, by=["arch", "test_set"], metrics=list(METRICS))
 
 
-def select_best(summary: pd.DataFrame, *, metric: str, test_set: str | None) -> dict[str, Any]:
-    """The best architecture on ``metric`` (never ``identity``), with the identity baseline beside it."""
-    if test_set is None:
-        test_set = sorted(summary["test_set"].unique())[0]
-    rows = summary[(summary["metric"] == metric) & (summary["test_set"] == test_set)]
+#: The evaluation set models are selected on: the training institution's validation pairs.
+SELECTION_SET = "validation"
+
+
+def select_best(summary: pd.DataFrame, *, metric: str,
+                selection_set: str = SELECTION_SET) -> dict[str, Any]:
+    """The best architecture on ``metric`` over the validation pairs (never ``identity``).
+
+    Only the validation set (also the early-stopping set) is used: every test set in the summary
+    is reported beside the choice but never informs it, so its scores stay unbiased test results.
+    """
+    if selection_set != SELECTION_SET:
+        raise CxrbsError(f"models are selected on the validation pairs ({SELECTION_SET!r}) only; "
+                         f"got {selection_set!r} (issue 12: never select on a test set)")
+    rows = summary[(summary["metric"] == metric) & (summary["test_set"] == selection_set)]
     if rows.empty:
-        raise CxrbsError(f"no {metric} results for test set {test_set!r} in the summary; "
-                         "check bs.select_test_set / bs.select_metric in the config")
+        raise CxrbsError(f"no {metric} results for the selection set {selection_set!r} in the "
+                         "summary; check bs.select_metric in the config")
     models = rows[rows["arch"] != "identity"].set_index("arch")["mean"]
     if models.empty:
         raise CxrbsError("no trained model in the evaluation summary to select from")
@@ -82,15 +93,20 @@ def select_best(summary: pd.DataFrame, *, metric: str, test_set: str | None) -> 
     gain = (models[best] - identity_value) * (1 if higher else -1)
     beats = bool(gain > 0)
     ranking = models.sort_values(ascending=not higher)
-    reason = (f"{best} has the {'highest' if higher else 'lowest'} mean {metric} on {test_set} "
-              f"({models[best]:.4f}; ranking: "
+    test_sets = sorted(str(t) for t in summary["test_set"].unique() if t != selection_set)
+    reason = (f"{best} has the {'highest' if higher else 'lowest'} mean {metric} on the "
+              f"{selection_set} pairs ({models[best]:.4f}; ranking: "
               + ", ".join(f"{a} {v:.4f}" for a, v in ranking.items())
-              + f"); identity baseline {identity_value:.4f}")
+              + f"); identity baseline {identity_value:.4f}. Test sets "
+              + (", ".join(test_sets) if test_sets else "(none)")
+              + " were not used for the selection")
     if not beats:
         reason += (f". WARNING: no model beats the identity baseline on {metric}: bone suppression "
                    "by these models does not improve on leaving the image unchanged")
         log.warning("%s", reason)
-    return {"arch": str(best), "metric": metric, "test_set": test_set, "value": float(models[best]),
+    return {"arch": str(best), "metric": metric, "selection_set": selection_set,
+            "test_set": selection_set, "test_sets_used_for_selection": False,
+            "test_sets": test_sets, "value": float(models[best]),
             "identity_value": identity_value, "beats_identity": beats,
             "checkpoint": str(Layout().bs_checkpoint(str(best))), "reason": reason,
             "ranking": {a: float(v) for a, v in ranking.items()}}

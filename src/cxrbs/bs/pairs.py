@@ -2,6 +2,10 @@
 
 The study's notebook augmented before splitting, so copies of one radiograph sat on both sides
 of its validation split; here the split comes first and ``split.csv`` records it.
+
+Three parts, by patient (issue 12): ``train`` (augmented), ``val`` (early stopping and model
+selection) and ``test`` (the within-institution test set, ``heldout_test``: only ever reported).
+Selecting the model on a set and then reporting that set's score as a test result overstates it.
 """
 
 from __future__ import annotations
@@ -40,13 +44,41 @@ def load_pair_sets(manifests: list[Path], stacks: list[Path]) -> tuple[np.ndarra
     return np.concatenate(arrays), pd.concat(frames, ignore_index=True)
 
 
+def split_pairs(patient_keys: np.ndarray, *, val_fraction: float, test_fraction: float,
+                seed: int) -> np.ndarray:
+    """'train', 'val' or 'test' per pair, grouped by patient.
+
+    The test patients are drawn first (``test_fraction`` of all patients), then the validation
+    patients from the rest, so that ``val_fraction`` stays a fraction of all patients. With
+    ``test_fraction = 0`` the validation split is exactly the one earlier versions drew.
+    """
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise CxrbsError(f"bs.val_fraction ({val_fraction}) + bs.test_fraction ({test_fraction}) "
+                         "must leave patients for training (sum below 1, test_fraction >= 0)")
+    keys = np.asarray(patient_keys)
+    split = np.full(keys.size, "train", dtype=object)
+    if test_fraction > 0:
+        split[patient_split(keys, val_fraction=test_fraction, seed=seed)] = "test"
+    rest = np.flatnonzero(split != "test")
+    is_val = patient_split(keys[rest], val_fraction=val_fraction / (1.0 - test_fraction),
+                           seed=seed)
+    split[rest[is_val]] = "val"
+    return split
+
+
 def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path, val_out: Path,
                   split_out: Path, val_fraction: float, n_pairs: int, seed: int,
-                  augment: dict[str, Any] | None = None, progress: bool = True) -> dict[str, int]:
-    """Write ``train.npy`` (augmented, float32 (N,2,S,S)), ``val.npy`` (originals) and ``split.csv``."""
+                  augment: dict[str, Any] | None = None, progress: bool = True,
+                  test_out: Path | None = None, test_fraction: float = 0.0) -> dict[str, int]:
+    """Write ``train.npy`` (augmented, float32 (N,2,S,S)), ``val.npy`` and ``test.npy`` (originals)
+    and ``split.csv`` (train/val/test per pair)."""
+    if test_fraction > 0 and test_out is None:
+        raise CxrbsError("prepare_pairs: test_fraction > 0 needs test_out (where test.npy goes)")
     pairs, frame = load_pair_sets(manifests, stacks)
-    is_val = patient_split(frame["patient_key"].to_numpy(), val_fraction=val_fraction, seed=seed)
-    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    split_of = split_pairs(frame["patient_key"].to_numpy(), val_fraction=val_fraction,
+                           test_fraction=test_fraction, seed=seed)
+    train_idx = np.flatnonzero(split_of == "train")
+    val_idx, test_idx = np.flatnonzero(split_of == "val"), np.flatnonzero(split_of == "test")
     opts = {k: v for k, v in (augment or {}).items() if k in AUGMENT_KEYS}
     if "zoom" in opts:
         opts["zoom"] = tuple(opts["zoom"])
@@ -55,7 +87,8 @@ def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path,
     if n_out > n_pairs:
         log.warning("n_pairs=%d is below the %d training originals; keeping all originals", n_pairs,
                     len(train_idx))
-    for folder in {Path(p).parent for p in (train_out, val_out, split_out)}:
+    outs = [p for p in (train_out, val_out, split_out, test_out) if p is not None]
+    for folder in {Path(p).parent for p in outs}:
         ensure_dir(folder)  # also clears what a killed earlier run left behind
     with atomic_path(train_out) as tmp:
         out = open_memmap(tmp, np.float32, (n_out, *pairs.shape[1:]))
@@ -64,11 +97,14 @@ def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path,
         out.flush()
         del out
     save_npy(val_out, pairs[val_idx])
+    if test_out is not None:
+        save_npy(test_out, pairs[test_idx])
     split = frame[["dataset", "index", "patient_id", "pair_id"]].assign(
-        split=np.where(is_val, "val", "train"),
+        split=split_of.astype(str),
         n_augmented=np.bincount(train_idx[origin], minlength=len(frame)),
     )
     write_csv(split_out, split)
-    log.info("bone-suppression pairs: %d train originals -> %d augmented, %d validation",
-             len(train_idx), n_out, len(val_idx))
-    return {"train_originals": len(train_idx), "train": n_out, "val": len(val_idx)}
+    log.info("bone-suppression pairs: %d train originals -> %d augmented, %d validation, %d test",
+             len(train_idx), n_out, len(val_idx), len(test_idx))
+    return {"train_originals": len(train_idx), "train": n_out, "val": len(val_idx),
+            "test": len(test_idx)}

@@ -37,10 +37,27 @@ log = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("png", "dicom")
 
 
+def restretch(images: np.ndarray, low_pct: float | None, high_pct: float) -> np.ndarray:
+    """Each image stretched by its own percentiles, as the originals were when prepared.
+
+    Without it the arms differ in intensity histogram as well as in bones (issue 12): the original
+    stack saturates its bottom and top 1%, a model's prediction does not. ``low_pct=None`` skips.
+    """
+    if low_pct is None:
+        return np.asarray(images, dtype=np.float32)
+    return np.stack([apply_stretch(img, *stretch_limits(img, low_pct, high_pct))
+                     for img in images]).astype(np.float32)
+
+
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
                    out_manifest: Path, png_dir: Path | None = None, batch_size: int = 8,
-                   progress: bool = True) -> pd.DataFrame:
-    """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals."""
+                   progress: bool = True, low_pct: float | None = 1.0,
+                   high_pct: float = 99.0) -> pd.DataFrame:
+    """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals.
+
+    Predictions get the same percentile stretch as the original stack (``low_pct``/``high_pct``:
+    the config's preprocess percentiles), so the two arms differ in bones, not in histogram.
+    """
     model, meta = load_bs_model(model_path)
     stack = load_stack(stack_path)
     manifest = read_manifest(manifest_path)
@@ -51,7 +68,7 @@ def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, o
         for start in tqdm(range(0, n, batch_size), desc=f"suppress {out_stack.parent.name}",
                           disable=not progress, unit="batch"):
             batch = from_uint16(np.asarray(stack[start:start + batch_size, 0]))
-            pred = predict_images(model, batch, batch_size=batch_size)
+            pred = restretch(predict_images(model, batch, batch_size=batch_size), low_pct, high_pct)
             out[start:start + len(pred), 0] = to_uint16(pred)
             if png_dir is not None:
                 for j, img in enumerate(pred):

@@ -23,7 +23,7 @@ from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.cls.hog_floor import train_hog_floor
 from cxrbs.data.splits import patient_split
-from cxrbs.cls.stats import compare_variants
+from cxrbs.cls.compare import PRIMARY_ENDPOINT, compare_variants
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,22 @@ def evaluate(prediction_files: list[Path], *, threshold: float, n_boot: int, see
     return pd.concat(out, ignore_index=True)[cols]
 
 
-def compare(prediction_files: list[Path], *, threshold: float) -> pd.DataFrame:
-    """Baseline vs bone-suppressed on the deep model's pooled out-of-fold predictions, per data set."""
-    preds = pd.concat([pd.read_csv(p, dtype={"patient": str}) for p in prediction_files],
-                      ignore_index=True)
+def _repeat_of(path: Path) -> int:
+    name = path.parent.parent.name
+    return int(name[len("repeat"):]) if name.startswith("repeat") and name[6:].isdigit() else 0
+
+
+def compare(prediction_files: list[Path], *, threshold: float,
+            primary_endpoint: str = PRIMARY_ENDPOINT) -> pd.DataFrame:
+    """Baseline vs bone-suppressed on the deep model's pooled out-of-fold predictions, per data set.
+
+    Files under ``.../<variant>/repeat<r>/fold<k>/`` are fine-tuning repeat r (other seed, same
+    folds); all others are repeat 0.
+    """
+    preds = pd.concat([pd.read_csv(p, dtype={"patient": str}).assign(repeat=_repeat_of(Path(p)))
+                       for p in prediction_files], ignore_index=True)
     deep = preds[(preds["model"] == "deep") & (preds["dataset"] != "pretrain")]
     if deep["variant"].nunique() < 2:
         raise CxrbsError("the comparison needs both variants (cls.variants: [baseline, bone_suppressed])")
-    return compare_variants(deep.drop(columns=["model"]), threshold=threshold)
+    return compare_variants(deep.drop(columns=["model"]), threshold=threshold,
+                            primary_endpoint=primary_endpoint)

@@ -1,18 +1,22 @@
-"""Paired significance tests: baseline vs bone-suppressed classifiers on the same images.
+"""Paired significance tests for two classifiers scored on the same images, and Holm's adjustment.
 
-The paper reports that bone suppression helped significantly (p < 0.05) without naming its test,
-so this module offers the three standard paired comparisons and `compare_variants` runs all of
-them on the out-of-fold predictions:
+The primitives that `cxrbs.cls.compare` combines into the comparison table:
 
 * DeLong's test for two correlated ROC AUCs (DeLong, DeLong & Clarke-Pearson, Biometrics 1988),
   in the midrank formulation of Sun & Xu (IEEE SPL 2014). Hand-written: scipy, statsmodels and
   scikit-learn do not provide it.
 * McNemar's test on per-image correctness at a fixed threshold (statsmodels).
-* A paired t-test over the cross-validation folds (scipy), with a Wilcoxon signed-rank p beside it.
+* Two tests over cross-validation folds that cannot degenerate: the exact sign-flip permutation
+  test (all 2**k sign patterns; with 4 folds its smallest two-sided p is 0.125, so it can never
+  reach 0.05 on its own) and the Nadeau-Bengio corrected resampled t-test (Machine Learning 2003),
+  whose variance inflation accounts for folds that share training data. A plain paired t-test is
+  anti-conservative there and gives p ~ 1e-45 when the fold differences happen to be equal.
+* Holm's step-down adjustment (statsmodels ``multipletests``).
 
-Every "difference" is ``a - b``; `compare_variants` passes the bone-suppressed variant as ``a``, so
-a positive difference means bone suppression helped. DeLong and McNemar treat images as
-independent cases: right for Shenzhen and Montgomery (one image per patient), optimistic otherwise.
+Every "difference" is ``a - b``. A test that is undefined (zero standard error with a non-zero
+difference, zero spread over folds) returns NaN with the reason in ``reason``, never 0 or 1.
+DeLong and McNemar treat images as independent cases: right for Shenzhen and Montgomery (one
+image per patient), optimistic otherwise.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 
 from cxrbs.core.errors import CxrbsError
 
 #: Below this many discordant pairs McNemar uses the exact binomial test (usual rule of thumb).
 MCNEMAR_EXACT_BELOW = 25
-VARIANTS = ("baseline", "bone_suppressed")
-PREDICTION_COLUMNS = ("image", "patient", "label", "probability", "fold", "variant", "dataset")
 TEST_DELONG = "DeLong (pooled out-of-fold)"
 TEST_MCNEMAR = "McNemar (pooled)"
 
@@ -107,13 +110,14 @@ def delong_auc_ci(y_true: Any, scores: Any, alpha: float = 0.05) -> tuple[float,
 
 def delong_test(
     y_true: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """DeLong's paired test of AUC(a) - AUC(b) for two classifiers scored on the same cases.
 
     The variance of the difference is computed from the differences of placement values, which
     equals the contrast [1, -1] S [1, -1]' of the 2x2 DeLong covariance but stays exactly 0 for
-    identical scores. With se == 0 the p-value is 1 when the AUCs are equal and 0 otherwise
-    (the limit of the normal test). Two-sided p from the standard normal.
+    identical scores. Two-sided p from the standard normal. se == 0 with equal AUCs (identical
+    rankings) gives p = 1; se == 0 with unequal AUCs has no defined z, so p is NaN and ``reason``
+    says why (it used to be 0, a "significant" result from a degenerate variance estimate).
     """
     y = _as_labels(y_true)
     s = np.stack(
@@ -122,13 +126,16 @@ def delong_test(
     auc, v10, v01 = _placements(y, s)
     diff = float(auc[0] - auc[1])
     se = float(np.sqrt(max(_delong_var(v10[0] - v10[1], v01[0] - v01[1]), 0.0)))
+    reason = ""
     if se > 0:
         z = diff / se
         p = float(2 * sps.norm.sf(abs(z)))
+    elif diff == 0:
+        z, p = 0.0, 1.0
     else:
-        z = 0.0 if diff == 0 else float(np.copysign(np.inf, diff))
-        p = 1.0 if diff == 0 else 0.0
-    half = float(sps.norm.ppf(1 - alpha / 2)) * se
+        z, p = float("nan"), float("nan")
+        reason = "DeLong standard error is 0 while the AUCs differ: the z statistic is undefined"
+    half = float(sps.norm.ppf(1 - alpha / 2)) * se if not reason else float("nan")
     return {
         "auc_a": float(auc[0]),
         "auc_b": float(auc[1]),
@@ -138,6 +145,7 @@ def delong_test(
         "p_value": p,
         "ci_low": diff - half,
         "ci_high": diff + half,
+        "reason": reason,
     }
 
 
@@ -169,17 +177,7 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any) -> dict[str, Any]:
     return {"b": b, "c": c, "statistic": statistic, "p_value": p, "method": method}
 
 
-def paired_fold_test(values_a: Any, values_b: Any, alpha: float = 0.05) -> dict[str, Any]:
-    """Paired t-test of per-fold metric values a vs b, with a t-based CI of the mean difference.
-
-    Power is low with the study's 4 folds: the t-test has 3 degrees of freedom (t crit 3.18), and
-    the exact two-sided Wilcoxon signed-rank p (``wilcoxon_p``) cannot go below 2/2**4 = 0.125,
-    so it can never reach 0.05. Folds also share training data, so their differences are not fully
-    independent and the t-test is somewhat liberal (Nadeau & Bengio 2003). Report both, and prefer
-    DeLong/McNemar on pooled out-of-fold predictions for the headline p-value.
-    All-zero differences give p = 1 and a zero-width CI; ``wilcoxon_p`` is NaN then (no non-zero
-    pairs to rank) and when fewer than 2 folds differ.
-    """
+def _fold_differences(values_a: Any, values_b: Any) -> np.ndarray:
     a = np.asarray(values_a, dtype=float)
     b = np.asarray(values_b, dtype=float)
     if a.ndim != 1 or a.shape != b.shape or a.size < 2:
@@ -187,140 +185,80 @@ def paired_fold_test(values_a: Any, values_b: Any, alpha: float = 0.05) -> dict[
             f"paired fold test needs two equal-length lists of >= 2 per-fold values; "
             f"got shapes {a.shape} and {b.shape}"
         )
-    d = a - b
-    n = d.size
-    if np.all(d == 0):
-        statistic, p, lo, hi = 0.0, 1.0, 0.0, 0.0
-    else:
-        res = sps.ttest_rel(a, b)
-        ci = res.confidence_interval(confidence_level=1 - alpha)
-        statistic, p = float(res.statistic), float(res.pvalue)
-        lo, hi = float(ci.low), float(ci.high)
-    wilcoxon_p = float("nan")
-    if np.isfinite(d).all() and np.count_nonzero(d) >= 2:
-        wilcoxon_p = float(sps.wilcoxon(a, b).pvalue)
-    return {
-        "mean_a": float(a.mean()),
-        "mean_b": float(b.mean()),
-        "difference": float(d.mean()),
-        "ci_low": lo,
-        "ci_high": hi,
-        "statistic": statistic,
-        "p_value": p,
-        "method": f"paired t-test over {n} folds",
-        "wilcoxon_p": wilcoxon_p,
-        "n_folds": n,
-    }
+    return a - b
 
 
-def _paired_accuracy_ci(b: int, c: int, n: int, alpha: float) -> tuple[float, float]:
-    """Wald CI of acc_a - acc_b = (b - c)/n for paired proportions (Agresti 2013, sec. 11.1).
+#: The exact test enumerates 2**k sign patterns; beyond this many folds it would be slow.
+MAX_EXACT_FOLDS = 16
 
-    statsmodels has no paired-proportion interval; McNemar itself gives only a p-value.
+
+def sign_flip_test(values_a: Any, values_b: Any) -> dict[str, Any]:
+    """Exact two-sided sign-flip permutation test of the mean per-fold difference a - b.
+
+    Under H0 (no difference) each fold's difference is as likely to have either sign, so the
+    p-value is the share of all 2**k sign patterns whose |mean| is at least the observed one
+    (the observed pattern included). It needs no variance estimate, so equal fold differences
+    give p = 2/2**k (0.125 with 4 folds: the smallest attainable, see ``min_p``) instead of the
+    t-test's ~1e-45. NaN (with ``reason``) when a fold value is missing.
     """
-    d = (b - c) / n
-    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
-    half = sps.norm.ppf(1 - alpha / 2) * se
-    return float(d - half), float(d + half)
+    d = _fold_differences(values_a, values_b)
+    k = d.size
+    if k > MAX_EXACT_FOLDS:
+        raise CxrbsError(f"the exact sign-flip test enumerates 2**k patterns; {k} folds is too many")
+    min_p = 2.0 / 2**k
+    if not np.isfinite(d).all():
+        return {"difference": float("nan"), "p_value": float("nan"), "min_p": min_p, "n_folds": k,
+                "reason": "a per-fold value is undefined (NaN), e.g. a fold without a class"}
+    signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+    stats_ = np.abs(signs @ d)
+    observed = abs(d.sum())
+    # A relative tolerance keeps patterns that tie the observed statistic from being lost to
+    # floating-point rounding (e.g. 0.1 + 0.2 vs 0.3).
+    p = float(np.mean(stats_ >= observed - 1e-12 * max(1.0, np.abs(d).sum())))
+    return {"difference": float(d.mean()), "p_value": p, "min_p": min_p, "n_folds": k,
+            "reason": ""}
 
 
-def _paired_frames(predictions: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Baseline and bone-suppressed rows of one dataset, aligned by image; refuse mismatches."""
-    sub = predictions[predictions["dataset"] == dataset]
-    frames = []
-    for variant in VARIANTS:
-        part = sub[sub["variant"] == variant]
-        dup = part["image"][part["image"].duplicated()]
-        if not dup.empty:
-            raise CxrbsError(
-                f"predictions for dataset {dataset!r}, variant {variant!r} list image "
-                f"{dup.iloc[0]!r} more than once: keep one out-of-fold prediction per image"
-            )
-        frames.append(part.set_index("image").sort_index())
-    base, bs = frames
-    if not base.index.equals(bs.index):
-        only = base.index.symmetric_difference(bs.index)
-        raise CxrbsError(
-            f"predictions for dataset {dataset!r}: the variants must use the same images/folds; "
-            f"{len(only)} image(s) appear in only one variant (e.g. {only[0]!r})"
-        )
-    for col in ("fold", "label", "patient"):
-        if not (base[col].to_numpy() == bs[col].to_numpy()).all():
-            raise CxrbsError(
-                f"predictions for dataset {dataset!r}: column {col!r} differs between variants; "
-                "the variants must use the same images/folds (re-run with the same split)"
-            )
-    return base, bs
+def nadeau_bengio_test(values_a: Any, values_b: Any, alpha: float = 0.05,
+                       test_train_ratio: float | None = None) -> dict[str, Any]:
+    """Nadeau-Bengio corrected resampled t-test of per-fold values a vs b, with its CI.
 
-
-def _check_predictions(predictions: pd.DataFrame) -> None:
-    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
-    if missing:
-        raise CxrbsError(
-            f"predictions table lacks column(s) {missing}: expected {list(PREDICTION_COLUMNS)}"
-        )
-    variants = set(predictions["variant"].unique())
-    if variants != set(VARIANTS):
-        raise CxrbsError(
-            f"predictions column 'variant' must hold exactly {list(VARIANTS)}; "
-            f"got {sorted(variants)}"
-        )
-
-
-def _row(dataset: str, metric: str, base: float, bs: float, diff: float, lo: float, hi: float,
-         test: str, p: float, estimate: str) -> dict[str, Any]:
-    return {"dataset": dataset, "metric": metric, "baseline": base, "bone_suppressed": bs,
-            "difference": diff, "ci_low": lo, "ci_high": hi, "test": test, "p_value": p,
-            "estimate": estimate}
-
-
-def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, threshold: float,
-                     alpha: float) -> list[dict[str, Any]]:
-    from cxrbs.cls.metrics import METRICS, binary_metrics, threshold_predictions
-
-    y = base["label"].to_numpy()
-    p_base, p_bs = base["probability"].to_numpy(), bs["probability"].to_numpy()
-    fold = base["fold"].to_numpy()
-    folds = sorted(np.unique(fold))
-    per_fold = {
-        variant: [binary_metrics(y[fold == f], prob[fold == f], threshold) for f in folds]
-        for variant, prob in (("baseline", p_base), ("bone_suppressed", p_bs))
-    }
-    rows = []
-    for metric in METRICS:
-        t = paired_fold_test([r[metric] for r in per_fold["bone_suppressed"]],
-                             [r[metric] for r in per_fold["baseline"]], alpha)
-        rows.append(_row(dataset, metric, t["mean_b"], t["mean_a"], t["difference"], t["ci_low"],
-                         t["ci_high"], t["method"], t["p_value"], f"mean of {len(folds)} folds"))
-    d = delong_test(y, p_bs, p_base, alpha)
-    rows.append(_row(dataset, "auc", d["auc_b"], d["auc_a"], d["difference"], d["ci_low"],
-                     d["ci_high"], TEST_DELONG, d["p_value"], "pooled out-of-fold"))
-    pred_base = threshold_predictions(p_base, threshold)
-    pred_bs = threshold_predictions(p_bs, threshold)
-    mc = mcnemar_test(y, pred_bs, pred_base)
-    lo, hi = _paired_accuracy_ci(mc["b"], mc["c"], y.size, alpha)
-    acc_base, acc_bs = float(np.mean(pred_base == y)), float(np.mean(pred_bs == y))
-    rows.append(_row(dataset, "accuracy", acc_base, acc_bs, acc_bs - acc_base, lo, hi,
-                     TEST_MCNEMAR, mc["p_value"], "pooled out-of-fold"))
-    return rows
-
-
-def compare_variants(
-    predictions: pd.DataFrame, *, threshold: float = 0.5, alpha: float = 0.05
-) -> pd.DataFrame:
-    """Baseline vs bone-suppressed, per dataset: one row per (metric, test).
-
-    ``predictions`` holds one out-of-fold prediction per image and variant (columns image,
-    patient, label, probability, fold, variant, dataset). For each of the seven metrics a paired
-    t-test over folds (baseline/bone_suppressed = mean of per-fold values, so the difference and its
-    CI refer to the same quantity); plus AUC by DeLong and accuracy by McNemar on the pooled
-    out-of-fold predictions (baseline/bone_suppressed = pooled values; the McNemar row's CI is the
-    Wald interval for paired proportions). ``difference`` = bone_suppressed - baseline. The
-    ``estimate`` column says which kind of value a row holds.
+    The folds' training sets overlap, so their differences are positively correlated and the
+    plain t-test's variance s**2/k is too small. Nadeau & Bengio (2003) inflate it to
+    (1/k + n_test/n_train) s**2; for k-fold cross-validation n_test/n_train = 1/(k-1) (the default
+    of ``test_train_ratio``). t has k-1 degrees of freedom. Zero spread of the differences leaves t
+    undefined: p and the CI are NaN with ``reason`` (never the 1e-45 of an unguarded t-test).
     """
-    _check_predictions(predictions)
-    rows: list[dict[str, Any]] = []
-    for dataset in sorted(predictions["dataset"].unique()):
-        base, bs = _paired_frames(predictions, dataset)
-        rows.extend(_compare_dataset(base, bs, dataset, threshold, alpha))
-    return pd.DataFrame(rows)
+    d = _fold_differences(values_a, values_b)
+    k = d.size
+    ratio = 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
+    out: dict[str, Any] = {"difference": float(d.mean()), "statistic": float("nan"),
+                           "p_value": float("nan"), "ci_low": float("nan"),
+                           "ci_high": float("nan"), "n_folds": k, "reason": ""}
+    if not np.isfinite(d).all():
+        out["reason"] = "a per-fold value is undefined (NaN), e.g. a fold without a class"
+        return out
+    sd = float(d.std(ddof=1))
+    if not sd > 0:
+        out["reason"] = "the per-fold differences have zero spread: the t statistic is undefined"
+        return out
+    se = sd * np.sqrt(1.0 / k + ratio)
+    t = float(d.mean() / se)
+    half = float(sps.t.ppf(1 - alpha / 2, k - 1)) * se
+    out.update(statistic=t, p_value=float(2 * sps.t.sf(abs(t), k - 1)),
+               ci_low=float(d.mean() - half), ci_high=float(d.mean() + half))
+    return out
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm step-down adjusted p-values (statsmodels), controlling the family-wise error rate.
+
+    NaN p-values (tests that were undefined) stay NaN and do not count towards the family size:
+    a test that produced no p-value cannot produce a false positive.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out

@@ -38,16 +38,28 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
+#: Keys that existed once and are refused with the reason, instead of "unknown key".
+REMOVED_KEYS = {
+    ("bs", "select_test_set"): "bs.select_test_set was removed: models are selected on validation "
+                               "data only (issue 12); delete the key",
+}
+
+
 def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     """Every schema violation as one line: the dotted key, then what is wrong with it."""
     validator = Draft202012Validator(schema)
     lines = []
+    for (section, key), why in REMOVED_KEYS.items():
+        if isinstance(config.get(section), dict) and key in config[section]:
+            lines.append(f"config key {section}.{key}: {why}")
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
         key = ".".join(str(p) for p in err.path) or "(top level)"
         message = err.message
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
             known = set(err.schema.get("properties", {}))
             for extra in sorted(set(err.instance) - known):
+                if (key, extra) in REMOVED_KEYS:
+                    continue  # reported above with its reason
                 full = f"{key}.{extra}" if err.path else str(extra)
                 lines.append(f"config key {full}: unknown key (known keys here: {', '.join(sorted(known))})")
             continue

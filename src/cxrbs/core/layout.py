@@ -52,6 +52,11 @@ class Layout:
     def bs_summary(self) -> Path:
         return self.bs_dir / "eval" / "summary.csv"
 
+    @property
+    def bs_paired(self) -> Path:
+        """Per-test-set paired tests: each model vs identity, the selected model vs the others."""
+        return self.bs_dir / "eval" / "paired.csv"
+
     def bs_model_dir(self, arch: str) -> Path:
         return self.bs_dir / "models" / arch
 

@@ -176,7 +176,7 @@ def plot_metric_comparison(comparison: pd.DataFrame, out: str | Path) -> Path:
             _comparison_panel(ax, rows)
             ax.set_title(dataset, loc="left")
         axes[-1].set_xlabel("difference, bone-suppressed − baseline (95% CI)")
-        fig.suptitle("Paired comparison of the two variants (red: p < 0.05)")
+        fig.suptitle("Paired comparison of the two variants (red: Holm-adjusted p < 0.05)")
         return save(fig, out)
 
 
@@ -184,7 +184,7 @@ def _comparison_panel(ax: Axes, rows: pd.DataFrame) -> None:
     y = np.arange(len(rows))[::-1]
     diff = rows["difference"].to_numpy(dtype=float)
     lo, hi = rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float)
-    p = rows["p_value"].to_numpy(dtype=float)
+    p = rows.get("p_adjusted", rows["p_value"]).to_numpy(dtype=float)  # Holm-adjusted (issue 12)
     colours = ["#c00000" if pv < 0.05 else "#222222" for pv in p]
     for yi, d, l_, h, col in zip(y, diff, lo, hi, colours, strict=True):
         ax.errorbar([d], [yi], xerr=yerr(np.array([d]), np.array([l_]), np.array([h])), fmt="o",

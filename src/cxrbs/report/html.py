@@ -13,6 +13,7 @@ from typing import Any
 from cxrbs.core.atomic import write_text
 from cxrbs.core.layout import Layout
 from cxrbs.report.html_blocks import CSS, SECTION_TITLES, esc, format_number, image_html, note
+from cxrbs.report.methods import statistical_methods_html
 from cxrbs.report.html_sections import (
     bs_section,
     bs_summary_table,
@@ -63,6 +64,7 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any],
     sources = sources_of(config, resources)
     bodies = {
         "data": data_section(layout, config, sources),
+        "methods": statistical_methods_html(config),  # declared before any result is shown
         "bone_suppression": bs_section(layout),
         "classification": cls_section(layout),
         "statistics": stats_section(layout),

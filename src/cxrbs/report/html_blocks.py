@@ -22,6 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TABLE_CLASS = "cxrbs-table"
 SECTION_TITLES = {
     "data": "Data",
+    "methods": "Statistical methods",
     "bone_suppression": "Bone suppression",
     "classification": "Classification",
     "statistics": "Statistics",

@@ -179,6 +179,14 @@ def bs_section(layout: Layout) -> str:
         parts.append(note(f"no model selected yet ({WORKFLOW.bs_best})"))
     else:
         parts += _best_model_html(best)
+    paired = read_csv(layout.bs_paired)
+    if paired is not None and not paired.empty:
+        parts.append("<h3>Paired tests on every test set</h3><p>Per image, each model against the "
+                     "identity baseline and the selected model against each other model: "
+                     "Wilcoxon signed-rank test with a bootstrap 95% CI of the mean difference, "
+                     "Holm-adjusted within each test set (<code>p_adjusted</code>). The selection "
+                     "set is validation data; the test sets were not used to choose.</p>")
+        parts.append(table_html(paired))
     return "\n".join(parts)
 
 
@@ -259,15 +267,16 @@ def stats_section(layout: Layout) -> str:
     comparison = read_csv(layout.cls_comparison)
     if comparison is None or comparison.empty:
         return note(f"no variant comparison ({WORKFLOW.cls_comparison})")
-    cols = ["dataset", "metric", "test", "baseline", "bone_suppressed", "difference", "ci_low",
-            "ci_high", "p_value", "estimate"]
+    cols = ["dataset", "contrast", "family", "metric", "test", "value_arm", "value_reference",
+            "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "estimate", "note"]
     shown = comparison[[c for c in cols if c in comparison.columns]]
     return "\n".join([
         "<p>Baseline (original images) vs bone-suppressed, paired on the same images and folds; "
         "difference = bone-suppressed − baseline with its 95% CI. The test is named on every "
         "row.</p>",
         table_html(shown),
-        note("p-values are not adjusted for the number of comparisons."),
+        note("p_value is raw; p_adjusted is Holm-adjusted within the row's family (primary: "
+             "across TB data sets; secondary: across all other rows)."),
     ])
 
 

@@ -40,7 +40,7 @@ MODEL_LABELS = {"deep": "deep model", "hog_floor": "HOG + LR floor"}
 IDENTITY = "identity"
 IDENTITY_COLOUR = "#b0b0b0"
 BOX_COLOUR = "#39ff14"
-_STYLE = {
+_STYLE: dict[Any, Any] = {
     "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 11,
     "axes.spines.top": False, "axes.spines.right": False,
