@@ -116,14 +116,20 @@ class CombinedLoss(nn.Module):
     prediction, so overshoot is still penalised.
     """
 
-    def __init__(self, mae_weight: float = 0.16, msssim_weight: float = 0.84) -> None:
+    def __init__(self, mae_weight: float = 0.16, msssim_weight: float = 0.84,
+                 settings_side: int | None = None) -> None:
         super().__init__()
         self.mae_weight = float(mae_weight)
         self.msssim_weight = float(msssim_weight)
+        self.settings_side = None if settings_side is None else int(settings_side)
 
     def settings(self, side: int) -> tuple[int, list[float]]:
-        """The (window, weights) used for images of this side (cached by ``msssim_settings``)."""
-        return msssim_settings(side)
+        """The (window, weights) used for images of this side (cached by ``msssim_settings``).
+
+        With ``settings_side`` (training on crops) every image side uses the settings of that
+        side, so validation on larger centre crops follows the training objective.
+        """
+        return msssim_settings(self.settings_side if self.settings_side is not None else side)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.shape != target.shape or pred.ndim != 4:

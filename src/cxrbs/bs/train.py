@@ -198,7 +198,8 @@ def _metadata(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: l
         "val_side": vside,
         "msssim": {
             "train": _msssim_meta(train_side),
-            "val": _msssim_meta(vside if vside is not None else min(vh, vw)),
+            "val": {**_msssim_meta(train_side), "side": vside if vside is not None else min(vh, vw)}
+            if cfg.crop_size is not None else _msssim_meta(min(vh, vw)),
         },
         "data": {
             "train_shape": [int(s) for s in run.train_pairs.shape],
@@ -398,7 +399,9 @@ def train_bs(
             threshold_mode="abs",
         ),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
-        criterion=CombinedLoss(cfg.mae_weight, cfg.msssim_weight),
+        # Validation crops are larger than the training crops but use the training MS-SSIM
+        # scales and window: early stopping follows the objective being optimised.
+        criterion=CombinedLoss(cfg.mae_weight, cfg.msssim_weight, settings_side=cfg.crop_size),
         device=device,
         cfg=cfg,
         train_pairs=train_pairs,

@@ -3,6 +3,7 @@ ImageNet or a pre-trained checkpoint), class weights and the optimiser."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -106,3 +107,16 @@ def _make_optimizer(model: nn.Module, cfg: ClsTrainConfig) -> torch.optim.Optimi
         nesterov=cfg.nesterov and cfg.momentum > 0,  # torch refuses Nesterov without momentum
         weight_decay=cfg.weight_decay,
     )
+
+
+def imagenet_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``imagenet_norm: true`` for models that take it: ImageNet weights expect
+    inputs normalised with ImageNet's mean/std, and the kwarg makes every later rebuild of the
+    model (fine-tuning, prediction) normalise alike."""
+    from cxrbs.models import registry
+
+    entry = registry._REGISTRY.get(name)
+    if entry is None:
+        return kwargs
+    params = inspect.signature(entry.constructor).parameters
+    return {**kwargs, "imagenet_norm": True} if "imagenet_norm" in params else kwargs

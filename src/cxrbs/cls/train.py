@@ -31,6 +31,7 @@ from cxrbs.cls.setup import (
     _build_model,
     _check_labels,
     _class_weights,
+    imagenet_kwargs,
     _make_optimizer,
     _plain,
     _validation_mask,
@@ -357,6 +358,8 @@ def train_classifier(
                           "split": np.where(val, "val", "train")})
     write_csv(outdir / "split.csv", split)
     kwargs = _plain(dict(model_kwargs))
+    if torchvision_weights is not None and init_checkpoint is None:
+        kwargs = imagenet_kwargs(model_name, kwargs)
     t0 = time.perf_counter()
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -106,6 +106,11 @@ def relu_conv_stack(
     return nn.Sequential(*layers)
 
 
+#: torchvision's ImageNet normalisation (RGB order), used with ImageNet weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class ClassifierModel(nn.Module):
     """Conv feature extractor -> global average pool -> dropout -> ``fc``.
 
@@ -115,6 +120,8 @@ class ClassifierModel(nn.Module):
 
     kind = "cls"
     features: nn.Sequential
+    _mean: Tensor  # buffers of use_imagenet_norm
+    _std: Tensor
 
     def __init__(self, *, num_features: int, num_classes: int, dropout: float) -> None:
         super().__init__()
@@ -125,6 +132,19 @@ class ClassifierModel(nn.Module):
         self.num_features = num_features
         self.dropout = nn.Dropout(float(dropout))
         self.fc = nn.Linear(num_features, int(num_classes))
+        self.imagenet_norm = False
+
+    def use_imagenet_norm(self) -> None:
+        """Normalise inputs with ImageNet's mean/std, as the ImageNet weights were trained.
+
+        Buffers are not persistent: the state dict (and every checkpoint) stays as it was; the
+        switch travels as the model kwarg ``imagenet_norm``.
+        """
+        self.imagenet_norm = True
+        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(N,3,H,W) or grayscale (N,1,H,W) -> last conv maps (N,C,h,w)."""
@@ -134,6 +154,8 @@ class ClassifierModel(nn.Module):
             )
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        if self.imagenet_norm:  # grey replicated to RGB, then ImageNet's statistics
+            x = (x - self._mean.to(x.dtype)) / self._std.to(x.dtype)
         return self.features(x)
 
     def forward_pooled(self, x: Tensor) -> Tensor:

@@ -47,23 +47,28 @@ class VGG16(ClassifierModel):
     """VGG-16 features up to conv5_3 + ReLU, global average pooling, dropout, ``fc``."""
 
     def __init__(
-        self, *, batch_norm: bool = False, num_classes: int = 2, dropout: float = 0.5
+        self, *, batch_norm: bool = False, num_classes: int = 2, dropout: float = 0.5,
+        imagenet_norm: bool = False,
     ) -> None:
         super().__init__(num_features=512, num_classes=num_classes, dropout=dropout)
         self.features = _features(bool(batch_norm))
         self._init_weights()
+        if imagenet_norm:
+            self.use_imagenet_norm()
 
 
 @register("vgg16", kind="cls")
-def vgg16(*, num_classes: int = 2, dropout: float = 0.5) -> VGG16:
-    """The study's classifier."""
-    return VGG16(batch_norm=False, num_classes=num_classes, dropout=dropout)
+def vgg16(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False) -> VGG16:
+    """The study's classifier; ``imagenet_norm`` is set when ImageNet weights are loaded."""
+    return VGG16(batch_norm=False, num_classes=num_classes, dropout=dropout,
+                 imagenet_norm=imagenet_norm)
 
 
 @register("vgg16_bn", kind="cls")
-def vgg16_bn(*, num_classes: int = 2, dropout: float = 0.5) -> VGG16:
+def vgg16_bn(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False) -> VGG16:
     """VGG-16 with batch norm after every conv (torchvision's vgg16_bn layout)."""
-    return VGG16(batch_norm=True, num_classes=num_classes, dropout=dropout)
+    return VGG16(batch_norm=True, num_classes=num_classes, dropout=dropout,
+                 imagenet_norm=imagenet_norm)
 
 
 def _read_state_dict(path: Path) -> Mapping[str, Any]:
