@@ -36,7 +36,7 @@ from cxrbs.cls.stats import TEST_DELONG, TEST_MCNEMAR
 S = 32  # stack side
 ORIG_W, ORIG_H = 64, 48  # original image size: boxes are given in these pixels
 N_TB = 16
-HEADINGS = ["Data", "Bone suppression", "Classification", "Statistics", "Relevance maps",
+HEADINGS = ["Data", "Statistical methods", "Bone suppression", "Classification", "Statistics", "Relevance maps",
             "Feature space", "Configuration and software"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

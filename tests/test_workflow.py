@@ -147,7 +147,7 @@ def test_changing_a_classification_parameter_reruns_no_bone_suppression_job(
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=10000"]
-REPORT_SECTIONS = ["Data", "Bone suppression", "Classification", "Statistics", "Relevance maps",
+REPORT_SECTIONS = ["Data", "Statistical methods", "Bone suppression", "Classification", "Statistics", "Relevance maps",
                    "Feature space", "Configuration and software"]
 
 
