@@ -27,7 +27,7 @@ def test_registry_names_equal_the_tables() -> None:
     (names.BS_ARCHITECTURES, P["bs"]["properties"]["architectures"]["propertyNames"]["enum"]),
     (names.CLS_MODELS, P["cls"]["properties"]["model"]["enum"]),
     (names.BS_METRICS, P["bs"]["properties"]["select_metric"]["enum"]),
-    (names.VARIANTS, P["cls"]["properties"]["variants"]["items"]["enum"]),
+    (names.VARIANTS + names.OPTIONAL_VARIANTS, P["cls"]["properties"]["variants"]["items"]["enum"]),
     (names.AMP_MODES, P["bs"]["properties"]["train"]["properties"]["amp"]["enum"]),
     (names.AMP_MODES, CLS_TRAIN["amp"]["enum"]),
     (names.OPTIMIZERS, CLS_TRAIN["optimizer"]["enum"]),
@@ -64,7 +64,7 @@ def test_cli_choices_equal_the_tables(command: str, dest: str, table: tuple[str,
 def test_module_constants_equal_the_tables() -> None:
     from cxrbs.bs.evaluate import METRICS
     from cxrbs.bs.suppress import OUTPUT_FORMATS
-    from cxrbs.cls.stats import VARIANTS
+    from cxrbs.cls.compare import OPTIONAL_VARIANTS, VARIANTS
     from cxrbs.core.device import AMP_MODES
     from cxrbs.data.phantoms import PHANTOM_KINDS
     from cxrbs.models.base import OUTPUT_MODES
@@ -72,6 +72,7 @@ def test_module_constants_equal_the_tables() -> None:
     assert tuple(METRICS) == names.BS_METRICS
     assert tuple(OUTPUT_FORMATS) == names.OUTPUT_FORMATS
     assert tuple(VARIANTS) == names.VARIANTS
+    assert tuple(OPTIONAL_VARIANTS) == names.OPTIONAL_VARIANTS
     assert tuple(AMP_MODES) == names.AMP_MODES
     assert tuple(PHANTOM_KINDS) == names.PHANTOM_KINDS
     assert tuple(OUTPUT_MODES) == names.OUTPUT_MODES

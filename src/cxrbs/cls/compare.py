@@ -28,10 +28,11 @@ from cxrbs.cls.stats import (
     nadeau_bengio_test,
     sign_flip_test,
 )
+from cxrbs.core import names
 from cxrbs.core.errors import CxrbsError
 
-VARIANTS = ("baseline", "bone_suppressed")
-OPTIONAL_VARIANTS = ("control",)
+VARIANTS = names.VARIANTS
+OPTIONAL_VARIANTS = names.OPTIONAL_VARIANTS
 PREDICTION_COLUMNS = ("image", "patient", "label", "probability", "fold", "variant", "dataset")
 #: The only primary endpoint the code implements; the config must name it (cls.primary_endpoint).
 PRIMARY_ENDPOINT = ("pooled out-of-fold AUC difference, bone_suppressed − baseline, DeLong, "

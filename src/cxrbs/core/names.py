@@ -20,6 +20,8 @@ CLS_METRICS: tuple[str, ...] = ("accuracy", "auc", "sensitivity", "specificity",
                                 "f1", "mcc")
 #: Classifier inputs compared by the study (config cls.variants).
 VARIANTS: tuple[str, ...] = ("baseline", "bone_suppressed")
+#: The optional energy-matched non-bone change (issue 12's control arm).
+OPTIONAL_VARIANTS: tuple[str, ...] = ("control",)
 #: Mixed-precision modes (core.device.AMP_MODES; config *.amp; CLI --amp).
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 #: Classifier optimisers and learning-rate schedules (config cls.*.optimizer / schedule).
