@@ -11,7 +11,7 @@ from torch import nn
 from cxrbs.core.errors import CxrbsError
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
 
-BS_MODELS = ["ae_bs", "convnet_bs", "resnet_bs", "rl_bs"]
+BS_MODELS = ["ae_bs", "convnet_bs", "resnet_bs", "rl_bs", "unet_bs"]
 CLS_MODELS = ["small_cnn", "vgg16", "vgg16_bn"]
 
 # Parameter counts derived by hand (weights k*k*c_in*c_out + c_out biases):
@@ -34,6 +34,7 @@ PARAM_COUNTS = {
     "convnet_bs": 1_577_089,
     "rl_bs": 1_578_177,
     "resnet_bs": 1_219_841,
+    "unet_bs": 449_617,  # beyond the study: width 16, 4 levels
     "vgg16": 14_715_714,
     "vgg16_bn": 14_724_162,
     "small_cnn": 1_173_730,
@@ -62,6 +63,8 @@ def test_forward_backward_shapes(name: str) -> None:
     model = create_model(name, seed=0)
     gen = torch.Generator().manual_seed(1)
     if model_kind(name) == "bs":
+        if model.output == "residual":  # zero-initialised tail: give every layer a gradient
+            nn.init.normal_(model.out_conv.weight, std=0.01, generator=gen)
         x = torch.rand(2, 1, 32, 32, generator=gen)
         out = model(x)
         assert out.shape == (2, 1, 32, 32)
@@ -157,8 +160,8 @@ def test_convnet_penalty_is_l1_of_kernels_and_others_are_zero() -> None:
 
 
 def test_create_model_errors_name_the_problem() -> None:
-    with pytest.raises(CxrbsError, match="'unet_bs'.*ae_bs.*vgg16"):
-        create_model("unet_bs")
+    with pytest.raises(CxrbsError, match="'segnet_bs'.*ae_bs.*vgg16"):
+        create_model("segnet_bs")
     with pytest.raises(CxrbsError, match="depth.*'resnet_bs'.*n_blocks"):
         create_model("resnet_bs", depth=3)
     with pytest.raises(CxrbsError, match="residual"):

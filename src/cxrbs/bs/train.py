@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cxrbs.core import atomic
+from cxrbs.core import atomic, names
 from cxrbs.core.device import (
     autocast_context,
     configure_threads,
@@ -227,7 +227,7 @@ def _build_model(model_name: str, model_kwargs: dict[str, Any], seed: int) -> nn
     if model_kind(model_name) != "bs":
         raise CxrbsError(
             f"model {model_name!r} is a classifier, not a bone-suppression model: pick one of the "
-            "bs models (resnet_bs, ae_bs, convnet_bs, rl_bs)"
+            "bs models (" + ", ".join(names.BS_ARCHITECTURES) + ")"
         )
     return create_model(model_name, seed=seed, **model_kwargs)
 
