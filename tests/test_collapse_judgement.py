@@ -101,7 +101,7 @@ def test_collapse_after_a_chance_is_still_refused(data, tmp_path: Path, models: 
 @pytest.mark.parametrize(("stage", "where", "fix"), [
     ("finetune", "cls.finetune", "cls.finetune.val_fraction"),
     (None, "train-cls", "--val-fraction"),
-])
+], ids=["finetune", "train-cls"])
 def test_one_class_validation_split_is_named_before_training(
     data, tmp_path: Path, models: None, stage: str | None, where: str, fix: str
 ) -> None:

@@ -226,7 +226,8 @@ def _refuse_outputs_among_inputs(plan: list[tuple[Path, Path]], outdir: Path) ->
         if clash is not None:
             raise CxrbsError(f"-o {outdir}: input {clash} would be overwritten by the result for "
                              f"{src} (an earlier run's output?); write into another folder "
-                             f"(-o {Path(outdir).name}_bs) or leave the *_bs files out of the inputs")
+                             f"(-o {Path(outdir).name}_bs) or leave the *_bs files out of the "
+                             "inputs")
 
 
 def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",

@@ -31,7 +31,10 @@ def _is_snakemake(argv: list[str]) -> bool:
     head = argv[:3]
     if any(Path(a).name == "snakemake" for a in head):
         return True
-    return "-m" in head and head.index("-m") + 1 < len(argv) and argv[head.index("-m") + 1] == "snakemake"
+    if "-m" not in head:
+        return False
+    i = head.index("-m") + 1
+    return i < len(argv) and argv[i] == "snakemake"
 
 
 def _ancestors() -> set[int]:
