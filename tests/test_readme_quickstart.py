@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER = "path/to/chest.dcm"
@@ -104,7 +105,7 @@ def test_quickstart_suppresses_a_radiograph(tmp_path: Path) -> None:
         pytest.skip("no bundled model yet (`cxrbs models --json` lists none): suppress without "
                     "--model has nothing to load")
     copy = copy_repo(tmp_path / "clone")
-    sample = ROOT.parent / "shared" / "data" / "dicom" / "RG1_UNCR.dcm"
+    sample = SHARED_DATA / "dicom" / "RG1_UNCR.dcm"  # conftest's shared sample data
     if not sample.is_file():
         phantoms = tmp_path / "phantoms"
         subprocess.run([sys.executable, "-m", "cxrbs.cli", "-q", "phantoms", str(phantoms),
