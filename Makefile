@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $@
 
+# A killed run leaves a Snakemake lock: demo unlocks it first when no other snakemake runs here.
 demo: install
+	$(BIN)/python -m cxrbs.core.stale_lock $(BIN)/snakemake --configfile config/demo.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete --printshellcmds
 	@echo
 	@echo "Demo finished (synthetic phantoms, not real patients). Report: $(CURDIR)/results/report.html"

@@ -157,7 +157,8 @@ def test_collapse_raises_and_leaves_no_model(data, tmp_path: Path, constant_mode
         train_classifier(constant_model, {}, imgs, y, ids, cfg, tmp_path, progress=False,
                          stage="finetune")  # fmt: skip
     assert not (tmp_path / "model.pt").exists()
-    assert len(pd.read_csv(tmp_path / "history.csv")) == 2
+    # Epoch 1 is never judged (issue 15), so a streak of 2 judged epochs ends at epoch 3.
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 3
 
 
 def test_collapse_is_caught_when_early_stopping_ends_first(

@@ -76,6 +76,7 @@ def values() -> st.SearchStrategy[str]:
 
 #: A working command line per subcommand (training ones point at a folder they refuse).
 BASE = {
+    "models": ["models"],
     "info": ["info", "image"],
     "phantoms": ["phantoms", "OUT", "--n", "2", "--size", "32"],
     "suppress": ["suppress", "images", "-o", "OUT", "--model", "bs"],

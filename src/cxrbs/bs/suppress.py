@@ -203,6 +203,7 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str,
         for path in files:
             rel = path.relative_to(item).parent if item.is_dir() else Path()
             plan.append((path, outdir / rel / f"{_stem(path)}_bs{suffix}"))
+    _refuse_outputs_among_inputs(plan, outdir)
     seen: dict[Path, Path] = {}
     for src, dst in plan:
         if dst in seen:
@@ -210,6 +211,23 @@ def _output_plan(inputs: Iterable[Path], outdir: Path, fmt: str,
                              "of them or suppress them into separate output folders")
         seen[dst] = src
     return plan
+
+
+def _refuse_outputs_among_inputs(plan: list[tuple[Path, Path]], outdir: Path) -> None:
+    """Refuse an input that this run would overwrite with another input's result.
+
+    ``suppress IN/*.png -o IN`` run twice finds IN/a_bs.png among its inputs: suppressing it again
+    gives a_bs_bs.png, and writing a.png's result replaces it while it is an input. A PNG carries
+    no mark of who wrote it, so a_bs.png may be a user's own file: refuse rather than guess.
+    """
+    sources = {src.resolve(): src for src, _ in plan}
+    for src, dst in plan:
+        clash = sources.get(dst.resolve())
+        if clash is not None:
+            raise CxrbsError(f"-o {outdir}: input {clash} would be overwritten by the result for "
+                             f"{src} (an earlier run's output?); write into another folder "
+                             f"(-o {Path(outdir).name}_bs) or leave the *_bs files out of the "
+                             "inputs")
 
 
 def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fmt: str = "png",

@@ -17,7 +17,7 @@ from cxrbs.cls.config import ClsTrainConfig
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.splits import check_val_mask, patient_split
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
-from cxrbs.models.checkpoint import load_checkpoint, read_checkpoint
+from cxrbs.models.checkpoint import DEFAULT_CLASS_NAMES, load_checkpoint, read_checkpoint
 
 log = logging.getLogger("cxrbs.cls.train")  # its messages are the training step's
 
@@ -44,6 +44,26 @@ def _validation_mask(
     if val_mask is None:
         return patient_split(ids, val_fraction=cfg.val_fraction, seed=cfg.seed, labels=y)
     return check_val_mask(val_mask, ids)
+
+
+def _check_val_classes(y_val: np.ndarray, stage: str | None,
+                       class_names: list[str] | None) -> None:
+    """Refuse a one-class validation split before training: its AUC is undefined (NaN), and
+    a collapse could be neither judged nor told apart from it."""
+    present = np.unique(y_val)
+    if present.size >= 2:
+        return
+    where, fix = ((f"cls.{stage}", f"cls.{stage}.val_fraction") if stage
+                  else ("train-cls", "--val-fraction"))
+    if present.size == 0:
+        raise CxrbsError(f"validation split of {where} is empty: raise {fix} or check the labels")
+    k = int(present[0])
+    names = class_names or list(DEFAULT_CLASS_NAMES)
+    label = f"{k} ({names[k]})" if 0 <= k < len(names) else str(k)
+    raise CxrbsError(
+        f"validation split of {where} has only class {label} ({y_val.size} images): its AUC is "
+        f"undefined; raise {fix} or check the labels"
+    )
 
 
 def _build_model(

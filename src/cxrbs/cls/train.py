@@ -30,6 +30,7 @@ from cxrbs.cls.config import ClsTrainConfig
 from cxrbs.cls.setup import (
     _build_model,
     _check_labels,
+    _check_val_classes,
     _class_weights,
     imagenet_kwargs,
     _make_optimizer,
@@ -81,6 +82,12 @@ _RESUME_FREE = ("threads", "device")
 _CONSTANT_STD = 1e-4
 #: ... as does a one-class prediction whose AUC is this close to chance.
 _CHANCE_AUC_BAND = 0.02
+#: A validation AUC this high means the model ranks the classes: never a collapse, however
+#: narrow its probabilities (a network a few steps from random weights predicts near-constants).
+_HIGH_AUC = 0.75
+#: Collapse is judged only from this epoch on, and never during warm-up: after one epoch from
+#: random weights near-constant output is normal, not a collapse (issue 15's one-epoch smoke run).
+_FIRST_JUDGED_EPOCH = 2
 
 
 
@@ -94,8 +101,18 @@ def load_classifier(
     return load_checkpoint(path, "cls", sha256=sha256, device=device, purpose="`predict`")
 
 
+def _judged(epoch: int, warmup_epochs: int) -> bool:
+    """Whether training had a chance by the end of ``epoch``: past warm-up and the first epoch."""
+    return epoch >= _FIRST_JUDGED_EPOCH and epoch > warmup_epochs
+
+
 def _looks_constant(prob: np.ndarray, auc: float) -> bool:
-    """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses)."""
+    """Constant output, or one predicted class at chance AUC (how SGD from scratch collapses).
+
+    A high AUC is never a collapse: the probabilities may be squeezed, but they rank.
+    """
+    if math.isfinite(auc) and auc >= _HIGH_AUC:
+        return False
     if float(np.std(prob)) < _CONSTANT_STD:
         return True
     pred = prob > 0.5
@@ -224,8 +241,9 @@ class _Run:
         log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch,
                  state.history[-1]["loss"], val.loss, metrics["auc"], self.current_lr())
         self._constant = _looks_constant(prob, metrics["auc"])
+        judged = _judged(epoch, self.cfg.warmup_epochs)
         streak = int(state.extra.get("constant_streak", 0))
-        streak = streak + 1 if self._constant else 0
+        streak = streak + 1 if self._constant and judged else 0
         state.extra["constant_streak"] = streak
         if streak >= self.cfg.collapse_patience:
             raise self.collapse_error(metrics["auc"], streak)
@@ -305,6 +323,11 @@ def _fit(run: _Run, outdir: Path) -> loop.LoopState:
     loop.run_epochs(run, state, outdir)
     best = state.extra["best"]
     if best["constant"]:  # the run ended before the streak limit, but its best model is constant
+        if not _judged(state.epoch, run.cfg.warmup_epochs):
+            log.warning("the best model predicts a near-constant probability (val AUC %.2f) "
+                        "after only %d epoch(s): too short to judge a collapse, kept as it is",
+                        best["metrics"]["auc"], state.epoch)
+            return state
         raise run.collapse_error(best["metrics"]["auc"],
                                  max(int(state.extra.get("constant_streak", 0)), 1))
     return state
@@ -353,6 +376,7 @@ def train_classifier(
     if ids.shape != y.shape:
         raise CxrbsError(f"patient ids must be one per image ({y.size}), got shape {ids.shape}")
     val = _validation_mask(ids, y, cfg, val_mask)
+    _check_val_classes(y[val], stage, class_names)
     outdir = ensure_dir(outdir)
     split = pd.DataFrame({"index": np.arange(y.size), "patient_id": ids, "label": y,
                           "split": np.where(val, "val", "train")})
