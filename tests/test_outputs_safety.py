@@ -161,10 +161,14 @@ def test_sigterm_mid_write_removes_the_temporary_and_exits_143(script: str,
 def test_sigterm_handler_is_restored_after_the_context() -> None:
     from cxrbs.core.signals import sigterm_as_interrupt
 
-    before = signal.getsignal(signal.SIGTERM)
-    with sigterm_as_interrupt():
-        assert signal.getsignal(signal.SIGTERM) is not before
-    assert signal.getsignal(signal.SIGTERM) is before
+    original = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # other in-process tests may have
+    try:                                                      # left the project's handler set
+        before = signal.getsignal(signal.SIGTERM)
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is not before
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, original)
 
 
 def _dead_pid() -> int:
