@@ -214,8 +214,8 @@ def test_bone_suppression_part_runs_with_a_pretrained_model(tmp_path: Path) -> N
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
     run = tmp_path / "run"
-    result = snakemake("--cores", "2", "--configfile", str(_write(tmp_path, demo_with(str(ckpt)))),
-                       "results/bs/best.json", "results/suppressed/shenzhen/manifest.csv",
+    result = snakemake("results/bs/best.json", "results/suppressed/shenzhen/manifest.csv",
+                       "--cores", "2", "--configfile", str(_write(tmp_path, demo_with(str(ckpt)))),
                        workdir=run)
     assert result.returncode == 0, output(result)[-5000:]
     layout = Layout(run / "results")
