@@ -155,6 +155,7 @@ def test_choice_records_one_candidate_and_the_report_says_so(tmp_path: Path) -> 
     layout.bs_best.write_text(json.dumps(choice), encoding="utf-8")
     html = bs_section(layout)
     assert f"Pretrained model tiny-bs {SKIPPED}" in html
+    assert "Mean psnr: des " in html and "heldout_test " in html
     assert "does NOT beat the identity baseline" in html and "Selected model" not in html
 
 

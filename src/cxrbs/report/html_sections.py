@@ -156,10 +156,17 @@ def _pretrained_html(best: Mapping[str, Any]) -> list[str]:
     parts = [
         f"<p><b>Pretrained model {esc(name)} used; bone-suppression training skipped "
         f"(bs.pretrained).</b>{esc(card)} It is the only candidate: no model was selected.</p>",
-        f"<p>{esc(best.get('reason', ''))}</p>",
+        "<p>Mean " + esc(best.get("metric")) + ": " + esc("; ".join(
+            f"{test} {format_number(float(v.get('value', math.nan)))} (identity "
+            f"{format_number(float(v.get('identity_value', math.nan)))})"
+            for test, v in (best.get("per_set") or {}).items())) + ".</p>",
         note("scores on images the pretrained model was trained on are not held-out results: "
              "see its model card for its training data"),
     ]
+    trained, size = info.get("input_size"), info.get("image_size")
+    if size is not None and trained not in (None, size):
+        parts.append(note(f"the pretrained model was trained at {trained} px; this workflow's "
+                          f"images are {size} px (image_size)"))
     if not best.get("beats_identity", True):
         parts.append(warning(
             f"The pretrained model {name} does NOT beat the identity baseline on "
