@@ -1,6 +1,33 @@
 # Bone suppression: train every configured architecture with one loop, evaluate each (and the
 # identity baseline) on the validation pairs and every test set, pick the best on validation
-# only, apply it.
+# only, apply it. With bs.pretrained, that one model replaces training (use_pretrained_bs).
+
+
+localrules:
+    use_pretrained_bs,
+
+
+# With bs.pretrained, ARCHS is ["pretrained"]: its best.pt is copied, never trained.
+ruleorder: use_pretrained_bs > train_bs
+
+
+rule use_pretrained_bs:
+    """bs.pretrained: copy that model (bundled sha256 and checkpoint kind checked) to where a
+    trained one would be; no train_bs job runs and no training pairs are needed."""
+    input:
+        pretrained_weights,
+    output:
+        best="results/bs/models/pretrained/best.pt",
+        info="results/bs/models/pretrained/pretrained.json",
+    params:
+        pretrained=PRETRAINED,
+        image_size=config["image_size"],
+    log:
+        "logs/bs/use_pretrained.log",
+    conda:
+        ENV
+    script:
+        "../scripts/use_pretrained_bs.py"
 
 
 rule train_bs:
@@ -88,7 +115,8 @@ rule summarize_bs:
 
 rule select_bs:
     """Pick the best model on the validation pairs only (never a test set), say why, and test
-    every model against identity (and the selected one against the others) image by image."""
+    every model against identity (and the selected one against the others) image by image.
+    With bs.pretrained there is one candidate: recorded as such, nothing selected."""
     input:
         summary="results/bs/eval/summary.csv",
         per_image=expand(
@@ -96,6 +124,7 @@ rule select_bs:
             arch=ARCHS + ["identity"],
             testset=BS_EVAL_SETS,
         ),
+        pretrained=["results/bs/models/pretrained/pretrained.json"] if PRETRAINED else [],
     output:
         best="results/bs/best.json",
         paired=report(

@@ -39,7 +39,10 @@ resource_scopes:
 
 ENV = "../../envs/cxrbs.yaml"
 DATASETS = config["datasets"]
-ARCHS = sorted(config["bs"]["architectures"])
+# bs.pretrained (a bundled model's name or a checkpoint path): no training; that model takes the
+# one architecture slot "pretrained" and is evaluated, recorded in best.json and applied.
+PRETRAINED = config["bs"].get("pretrained")
+ARCHS = ["pretrained"] if PRETRAINED else sorted(config["bs"].get("architectures", {}))
 VARIANTS = config["cls"]["variants"]
 FOLDS = list(range(config["cls"]["folds"]))
 # Repeat 0 is the fine-tuning under results/cls/{tbset}/{variant}/fold{k}; repeats 1.. rerun it
@@ -59,8 +62,9 @@ IMAGE_SETS = BS_TRAIN + BS_TEST + TB_SETS + PRETRAIN_SETS
 # Models are selected (and stopped early) on the training institution's validation pairs only;
 # "heldout_test" (its patient-level test pairs) and every cross-institution set are only reported.
 SELECTION_SET = "validation"
-EVAL_SETS = BS_TEST + (["heldout_test"] if config["bs"]["test_fraction"] > 0 else [])
-BS_EVAL_SETS = [SELECTION_SET] + EVAL_SETS
+EVAL_SETS = BS_TEST + (["heldout_test"] if BS_TRAIN and config["bs"]["test_fraction"] > 0 else [])
+# A pretrained model is the only candidate: nothing is selected, so no validation set is scored.
+BS_EVAL_SETS = EVAL_SETS if PRETRAINED else [SELECTION_SET] + EVAL_SETS
 
 
 wildcard_constraints:
@@ -95,6 +99,13 @@ def preprocess_params():
 def weights_input(wildcards):
     name = config["cls"]["weights"]
     return [f"resources/{name}/source.json"] if name else []
+
+
+def pretrained_weights(wildcards):
+    """The weight file bs.pretrained names: its changes rerun use_pretrained_bs and what follows."""
+    from cxrbs.bs.pretrained import resolve_pretrained
+
+    return [str(resolve_pretrained(str(PRETRAINED)))] if PRETRAINED else []
 
 
 def cls_images(wildcards):

@@ -61,7 +61,8 @@ rule figures:
     """Figures of every stage, drawn from the stage tables and the explain rule's arrays."""
     input:
         bs_summary="results/bs/eval/summary.csv",
-        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=ARCHS),
+        # bs.pretrained: nothing was trained, so no history
+        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=[] if PRETRAINED else ARCHS),
         pretrain_history="results/cls/pretrain/history.csv",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",

@@ -171,7 +171,12 @@ def semantic_problems(config: dict[str, Any]) -> list[str]:
     """Mistakes the schema cannot see that would otherwise fail inside a job, one line each."""
     problems: list[str] = []
     datasets = config.get("datasets") or {}
-    if not any((spec or {}).get("role") == "bs_train" for spec in datasets.values()):
+    roles = {(spec or {}).get("role") for spec in datasets.values()}
+    pretrained = (config.get("bs") or {}).get("pretrained")
+    if pretrained:
+        test_fraction = (config.get("bs") or {}).get("test_fraction", 0.2)
+        problems += _pretrained_problems(str(pretrained), roles, test_fraction)
+    elif "bs_train" not in roles:
         problems.append("config key datasets: no data set has role: bs_train; the "
                         "bone-suppression models need at least one (e.g. BSE-JSRT pairs)")
     for name, spec in sorted(datasets.items()):
@@ -200,4 +205,21 @@ def semantic_problems(config: dict[str, Any]) -> list[str]:
     for key, model, kwargs in targets:
         for arg, text in model_kwarg_problems(model, kwargs or {}):
             problems.append(f"config key {key}{'.' + arg if arg else ''}: {text}")
+    return problems
+
+
+def _pretrained_problems(pretrained: str, roles: set[Any], test_fraction: Any) -> list[str]:
+    """bs.pretrained must name a bundled model or an existing file, and have a set to score on:
+    a bs_test set, or the bs_train set's within-institution test part (bs.test_fraction > 0)."""
+    from cxrbs.bs.pretrained import pretrained_problem
+
+    problems = []
+    why = pretrained_problem(pretrained)
+    if why is not None:
+        problems.append(f"config key bs.pretrained: {why}")
+    heldout = "bs_train" in roles and isinstance(test_fraction, (int, float)) and test_fraction > 0
+    if "bs_test" not in roles and not heldout:
+        problems.append("config key bs.pretrained: no data set has role bs_test (nor bs_train with "
+                        "bs.test_fraction > 0) to evaluate the pretrained model on; add one "
+                        "(e.g. dual-energy pairs)")
     return problems

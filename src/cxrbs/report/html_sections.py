@@ -148,7 +148,36 @@ def _beats(model: pd.DataFrame, identity: pd.DataFrame, metrics: list[str]) -> s
     return ", ".join(better) if better else NOT_BETTER
 
 
+def _pretrained_html(best: Mapping[str, Any]) -> list[str]:
+    """bs.pretrained: say plainly that nothing was trained or selected, and how it scores."""
+    name = best.get("pretrained")
+    info = best.get("pretrained_model") or {}
+    card = f" (model card: {info['card']})" if info.get("card") else ""
+    parts = [
+        f"<p><b>Pretrained model {esc(name)} used; bone-suppression training skipped "
+        f"(bs.pretrained).</b>{esc(card)} It is the only candidate: no model was selected.</p>",
+        "<p>Mean " + esc(best.get("metric")) + ": " + esc("; ".join(
+            f"{test} {format_number(float(v.get('value', math.nan)))} (identity "
+            f"{format_number(float(v.get('identity_value', math.nan)))})"
+            for test, v in (best.get("per_set") or {}).items())) + ".</p>",
+        note("scores on images the pretrained model was trained on are not held-out results: "
+             "see its model card for its training data"),
+    ]
+    trained, size = info.get("input_size"), info.get("image_size")
+    if size is not None and trained not in (None, size):
+        parts.append(note(f"the pretrained model was trained at {trained} px; this workflow's "
+                          f"images are {size} px (image_size)"))
+    if not best.get("beats_identity", True):
+        parts.append(warning(
+            f"The pretrained model {name} does NOT beat the identity baseline on "
+            f"{best.get('metric')} on every evaluated set: its bone-suppressed images are not "
+            "closer to the soft-tissue targets than the unchanged radiographs there."))
+    return parts
+
+
 def _best_model_html(best: Mapping[str, Any]) -> list[str]:
+    if best.get("training_skipped"):
+        return _pretrained_html(best)
     value = format_number(float(best.get("value", math.nan)))
     identity = format_number(float(best.get("identity_value", math.nan)))
     parts = [
@@ -181,11 +210,13 @@ def bs_section(layout: Layout) -> str:
         parts += _best_model_html(best)
     paired = read_csv(layout.bs_paired)
     if paired is not None and not paired.empty:
+        chosen = ("No model was selected (bs.pretrained): one candidate."
+                  if best is not None and best.get("training_skipped") else
+                  "The selection set is validation data; the test sets were not used to choose.")
         parts.append("<h3>Paired tests on every test set</h3><p>Per image, each model against the "
                      "identity baseline and the selected model against each other model: "
                      "Wilcoxon signed-rank test with a bootstrap 95% CI of the mean difference, "
-                     "Holm-adjusted within each test set (<code>p_adjusted</code>). The selection "
-                     "set is validation data; the test sets were not used to choose.</p>")
+                     f"Holm-adjusted within each test set (<code>p_adjusted</code>). {chosen}</p>")
         parts.append(table_html(paired))
     return "\n".join(parts)
 

@@ -90,13 +90,20 @@ def statistical_methods_html(config: Mapping[str, Any]) -> str:
         f"percentile-bootstrap CI of the mean difference ({_esc(n_boot_bs)} resamples), "
         "Holm-adjusted within each test set.",
     ])
-    selection = _items([
+    pretrained = _get(config, "bs.pretrained", None)
+    bs_choice = (
+        f"Pretrained bone-suppression model {_esc(pretrained)} used; bone-suppression training "
+        "skipped (<code>bs.pretrained</code>). It is the only candidate: nothing was selected, "
+        "and every bone-suppression set it is scored on is only reported."
+        if pretrained else
         f"The bone-suppression training pairs are split by patient into training, validation "
         f"({_esc(val_fraction)} of the patients) and a within-institution test part "
         f"(<code>heldout_test</code>, {_esc(test_fraction)}). Early stopping and the choice of "
         f"architecture ({'highest' if HIGHER_IS_BETTER.get(select_metric, True) else 'lowest'} "
         f"mean {_esc(select_metric)}) use the validation pairs only; the "
-        "within-institution test part and every cross-institution set are only reported.",
+        "within-institution test part and every cross-institution set are only reported.")
+    selection = _items([
+        bs_choice,
         "Classifiers stop early on an inner patient-level validation split of the training folds; "
         "the held-out fold is used only for the out-of-fold predictions.",
     ])
