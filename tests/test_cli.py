@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,10 +40,11 @@ SUBCOMMANDS = {
 }
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str | Path, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The installed console script, as a user runs it."""
     return subprocess.run([str(CXRBS), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd, timeout=120, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -304,9 +306,12 @@ def test_suppress_refuses_two_inputs_with_one_output_name(
 
 
 def test_suppress_without_model_explains_how_to_get_one(tmp_path: Path) -> None:
+    """No --model, no workflow result and (here) no bundled model: say how to get one."""
     png = tmp_path / "x.png"
     Image.fromarray(np.full((40, 40), 9, np.uint8)).save(png)
-    result = run_cli("suppress", png, "-o", tmp_path / "out", cwd=tmp_path)
+    (tmp_path / "no_bundle").mkdir()
+    result = run_cli("suppress", png, "-o", tmp_path / "out", cwd=tmp_path,
+                     env={"CXRBS_BUNDLED_DIR": str(tmp_path / "no_bundle")})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -9,13 +9,15 @@ the file and both checksums, never with a traceback from the unpickler.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cxrbs.core.errors import CxrbsError
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
+# CXRBS_BUNDLED_DIR points a site (or a test) at another folder of bundled models.
+BUNDLED_DIR = Path(os.environ.get("CXRBS_BUNDLED_DIR") or Path(__file__).resolve().parents[1] / "bundled")
 INDEX_NAME = "models.json"
 
 
