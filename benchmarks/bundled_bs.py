@@ -149,6 +149,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.model is None:  # the default bundled model, whatever results/ holds here
+        from cxrbs.bs.bundled import default_bundled
+
+        bundled = default_bundled()
+        if bundled is None:
+            raise SystemExit("no bundled model in this installation: pass --model")
+        args.model = bundled.name
     ckpt = resolve_model(args.model)  # bundled weights: sha256 checked
     model, meta = load_checkpoint(ckpt, expect="bs")
     split = args.split or ckpt.with_suffix(".split.csv")
