@@ -171,6 +171,16 @@ def test_collapse_is_caught_when_early_stopping_ends_first(
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_smoke_runs_may_switch_the_collapse_check_off(
+    data, tmp_path: Path, constant_model: str
+) -> None:
+    """config/paper_smoke.yaml: a few steps of a random VGG-16 are near-constant by design."""
+    imgs, y, ids = data
+    cfg = config(epochs=2, collapse_patience=1, collapse_check=False)
+    train_classifier(constant_model, {}, imgs, y, ids, cfg, tmp_path, progress=False)
+    assert (tmp_path / "model.pt").is_file()
+
+
 def test_non_finite_loss_is_an_error(data, tmp_path: Path, constant_model: str) -> None:
     imgs, y, ids = data
     with pytest.raises(CxrbsError, match="loss became nan"):

@@ -175,12 +175,13 @@ def _add_phantoms(sub: Any) -> None:
              "folder layout of a public data set, to try the tools without real data.\n"
              "  pairs       BSE-JSRT-style source/ and target/ (bone-suppressed) pairs\n"
              "  des         dual-energy-style pairs from 'another institution'\n"
+             "  scanner2    pairs from 'another scanner' (noise, contrast, size), bones removed\n"
              "  shenzhen    CHNCXR_####_L.png, L = 1 for TB\n"
              "  montgomery  MCUCXR_####_L.png\n"
              "  cxr8        normal/ and abnormal/ folders, PPPPPPPP_FFF.png (patient, follow-up)",
              cmd_phantoms)
     p.add_argument("outdir", metavar="OUTDIR", help="folder to write into (created if needed)")
-    p.add_argument("--n", type=int, required=True, help="number of images (pairs for pairs/des)")
+    p.add_argument("--n", type=int, required=True, help="number of images (pairs for pairs/des/scanner2)")
     p.add_argument("--kind", choices=PHANTOM_KINDS, default="pairs", help="data set layout")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")

@@ -23,7 +23,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE_INTS = ("epochs", "batch_size", "early_stopping_patience", "collapse_patience")
 _NONNEG_INTS = ("warmup_epochs", "lr_patience", "seed")
 _OPTIONAL_POSITIVE_INTS = ("steps_per_epoch", "threads")
-_BOOLS = ("nesterov", "class_balanced", "channels_last")
+_BOOLS = ("nesterov", "class_balanced", "channels_last", "collapse_check")
 
 
 def _bad(key: str, value: Any, rule: str) -> CxrbsError:
@@ -82,6 +82,9 @@ class ClsTrainConfig:
     channels_last: bool = False
     steps_per_epoch: int | None = None
     collapse_patience: int = 3
+    #: False only for smoke runs of a few steps (config/paper_smoke.yaml): a randomly initialised
+    #: VGG-16 is still near-constant then, and the run checks that the path works, not the model.
+    collapse_check: bool = True
     augment: dict[str, Any] = field(default_factory=lambda: dict(_AUGMENT_DEFAULTS))
     seed: int = 13
     threads: int | None = None

@@ -240,7 +240,7 @@ class _Run:
         prob, metrics = val.info
         log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch,
                  state.history[-1]["loss"], val.loss, metrics["auc"], self.current_lr())
-        self._constant = _looks_constant(prob, metrics["auc"])
+        self._constant = self.cfg.collapse_check and _looks_constant(prob, metrics["auc"])
         judged = _judged(epoch, self.cfg.warmup_epochs)
         streak = int(state.extra.get("constant_streak", 0))
         streak = streak + 1 if self._constant and judged else 0

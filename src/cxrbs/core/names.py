@@ -28,7 +28,8 @@ AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
 #: Synthetic data-set layouts (data.phantoms.PHANTOM_KINDS; CLI phantoms --kind).
-PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8")
+PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8",
+                                  "scanner2")
 #: Data-set roles and folder layouts (config datasets.*.role / layout).
 DATASET_ROLES: tuple[str, ...] = ("bs_train", "bs_test", "pretrain", "tb", "weights")
 DATASET_LAYOUTS: tuple[str, ...] = ("paired", "shenzhen", "montgomery", "class_folders", "rsna",

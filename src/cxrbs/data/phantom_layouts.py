@@ -33,7 +33,7 @@ def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int 
     opacities than 256-pixel ones for a classifier to have something to learn in a few epochs.
 
     Layouts: "pairs" (BSE-JSRT ``source/`` and ``target/``), "des" (dual-energy pairs from
-    another institution), "shenzhen" and "montgomery" (``*_L.png``, L = 1 TB) and "cxr8"
+    another institution), "scanner2" (pairs from another scanner, bone layer removed), "shenzhen" and "montgomery" (``*_L.png``, L = 1 TB) and "cxr8"
     (``normal/`` and ``abnormal/``, ``PPPPPPPP_FFF.png`` with follow-ups per patient).
     """
     if kind not in PHANTOM_KINDS:
@@ -53,6 +53,7 @@ def write_layout(kind: str, outdir: Path, n: int, *, size: int = 256, seed: int 
     writer = {
         "pairs": _write_pairs,
         "des": _write_pairs,
+        "scanner2": _write_pairs,
         "shenzhen": _write_tb,
         "montgomery": _write_tb,
         "cxr8": _write_cxr8,
@@ -65,11 +66,15 @@ def _write_pairs(kind: str, outdir: Path, n: int, size: int, root: np.random.See
                  scale: float = 1.0) -> None:
     for i, child in enumerate(root.spawn(n), start=1):
         ph = random_phantom(np.random.default_rng(child), size, None, 0.0)
+        source = ph.radiograph
         if kind == "pairs":
             name, target = f"JPCNN{i:03d}.png", ph.soft_tissue
-        else:
+        elif kind == "des":
             name, target = f"SZCH_{i:04d}.png", ph.dual_energy
-        _save_png(outdir / "source" / name, ph.radiograph)
+        else:
+            name = f"SCN2_{i:04d}.png"
+            source, target = ph.scanner2_pair
+        _save_png(outdir / "source" / name, source)
         _save_png(outdir / "target" / name, target)
 
 

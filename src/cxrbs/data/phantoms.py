@@ -10,6 +10,11 @@ kept separately in ``outer_bones`` because dual-energy soft-tissue images remove
 Geometry is in unit coordinates (x, y in [0, 1], y downwards) so every size looks alike;
 display polarity throughout (air and lungs dark, bone bright). The layers are drawn in
 ``phantom_anatomy``; ``phantom_layouts`` writes them in the file layouts of the real data sets.
+
+Two cross-institution test sets: ``des`` imitates dual-energy labels (every bone removed, global
+contrast flattened: a label shift, so no BSE-trained model beats identity there), ``scanner2``
+imitates another scanner (more noise, another contrast/gamma response, another image size) whose
+targets still differ from their sources by the bone layer only, so it measures bone removal.
 """
 
 from __future__ import annotations
@@ -30,9 +35,16 @@ from cxrbs.data.phantom_anatomy import (
     tb_opacities,
 )
 
-__all__ = ["PHANTOM_KINDS", "Phantom", "make_phantom", "write_layout"]
+__all__ = ["PHANTOM_KINDS", "Phantom", "make_phantom", "scanner2_response", "write_layout"]
 
-PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8")
+# "scanner2" appended last: a kind's position seeds its images, so the other kinds keep theirs.
+PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8", "scanner2")
+
+#: Scanner 2 (kind ``scanner2``): quantum noise times this gain, then the detector response
+#: ``offset + gain * x**gamma``: brighter, lower contrast and more noise than the training pairs,
+#: a shift a model has to generalise across while the bone layer stays the only pair difference.
+SCANNER2_NOISE_GAIN = 1.75
+SCANNER2_OFFSET, SCANNER2_GAIN, SCANNER2_GAMMA = 0.06, 0.86, 0.85
 
 MIN_SIZE = 32
 
@@ -67,6 +79,19 @@ class Phantom:
         """
         outer = 0.0 if self.outer_bones is None else self.outer_bones
         return _flatten_contrast(_clip01(self.soft - outer + self.noise))
+
+    @property
+    def scanner2_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source, target) as scanner 2 records them: the target is the source without the bone
+        layer (same soft tissue, same noise), both through ``scanner2_response``."""
+        noise = self.noise * np.float32(SCANNER2_NOISE_GAIN)
+        return (scanner2_response(self.soft + self.bones + noise),
+                scanner2_response(self.soft + noise))
+
+
+def scanner2_response(img: np.ndarray) -> np.ndarray:
+    """Scanner 2's detector response applied to an image in display units (clipped to [0, 1])."""
+    return _clip01(SCANNER2_OFFSET + SCANNER2_GAIN * _clip01(img) ** SCANNER2_GAMMA)
 
 
 def make_phantom(
