@@ -103,7 +103,7 @@ def test_missing_bundled_file_and_nothing_to_evaluate_are_named(bundle_dir: Path
 
     def no_pairs(config: dict[str, Any]) -> None:
         without_training_data(config)
-        del config["datasets"]["des"]
+        del config["datasets"]["scanner2"]
 
     problems = semantic_problems(demo_with(str(ROOT / "README.md"), no_pairs))
     assert any("no data set has role bs_test" in p for p in problems), problems
@@ -179,7 +179,7 @@ def test_dry_run_trains_nothing_and_uses_the_pretrained_model(tmp_path: Path) ->
     assert {"use_pretrained_bs", "evaluate_bs", "select_bs", "suppress_tb"} <= rules
     evaluated = {wc for rule, wc in jobs if rule == "evaluate_bs"}
     # every bs_test set and the within-institution test split; no validation (nothing selected)
-    assert evaluated == {"arch=pretrained, testset=des", "arch=pretrained, testset=heldout_test"}
+    assert evaluated == {"arch=pretrained, testset=scanner2", "arch=pretrained, testset=heldout_test"}
 
 
 def test_dry_run_without_training_data_needs_no_pairs(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_dry_run_without_training_data_needs_no_pairs(tmp_path: Path) -> None:
     jobs = planned_jobs(result)
     rules = {rule for rule, _ in jobs}
     assert not rules & {"train_bs", "prepare_bs_pairs"}
-    assert {wc for rule, wc in jobs if rule == "evaluate_bs"} == {"arch=pretrained, testset=des"}
+    assert {wc for rule, wc in jobs if rule == "evaluate_bs"} == {"arch=pretrained, testset=scanner2"}
     assert "dataset=jsrt_bse" not in {wc for _, wc in jobs}
 
 
@@ -225,7 +225,7 @@ def test_bone_suppression_part_runs_with_a_pretrained_model(tmp_path: Path) -> N
     assert layout.bs_checkpoint(ARCH).read_bytes() == ckpt.read_bytes()
     best = json.loads(layout.bs_best.read_text())
     assert best["training_skipped"] and best["pretrained"] == str(ckpt)
-    assert set(best["paired_vs_identity"]) == {"des", "heldout_test"}
+    assert set(best["paired_vs_identity"]) == {"scanner2", "heldout_test"}
     assert layout.suppressed_stack("shenzhen").is_file()
     summary = pd.read_csv(layout.bs_summary)
     assert set(summary["arch"]) == {ARCH, "identity"}

@@ -81,7 +81,7 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
         (lambda c: c.update(bogus_key=1), "bogus_key"),
         (lambda c: c["bs"]["train"].update(epochs="three"), "bs.train.epochs"),
         (lambda c: c["bs"]["architectures"].update(segnet_bs={}), "bs.architectures"),
-        (lambda c: c["datasets"]["des"].update(path="/x"), "datasets.des"),
+        (lambda c: c["datasets"]["scanner2"].update(path="/x"), "datasets.scanner2"),
         # issue 12: selecting the model on a test set is refused, with the reason
         (lambda c: c["bs"].update(select_test_set="des"),
          "bs.select_test_set: bs.select_test_set was removed: models are selected on validation"),

@@ -47,12 +47,14 @@ def _validation_mask(
 
 
 def _check_val_classes(y_val: np.ndarray, stage: str | None,
-                       class_names: list[str] | None) -> None:
-    """Refuse a one-class validation split before training: its AUC is undefined (NaN), and
-    a collapse could be neither judged nor told apart from it."""
+                       class_names: list[str] | None) -> bool:
+    """Name a one-class validation split before training (True when it is one): its AUC is
+    undefined (NaN), so a collapse can't be judged on it; training still runs, stopping early on
+    the validation loss, because tiny samples (a 17-image TB sample in 3 folds) cannot avoid it.
+    An empty validation split is refused."""
     present = np.unique(y_val)
     if present.size >= 2:
-        return
+        return False
     where, fix = ((f"cls.{stage}", f"cls.{stage}.val_fraction") if stage
                   else ("train-cls", "--val-fraction"))
     if present.size == 0:
@@ -60,10 +62,11 @@ def _check_val_classes(y_val: np.ndarray, stage: str | None,
     k = int(present[0])
     names = class_names or list(DEFAULT_CLASS_NAMES)
     label = f"{k} ({names[k]})" if 0 <= k < len(names) else str(k)
-    raise CxrbsError(
-        f"validation split of {where} has only class {label} ({y_val.size} images): its AUC is "
-        f"undefined; raise {fix} or check the labels"
-    )
+    log.warning(
+        "validation split of %s has only class %s (%d images): its AUC is undefined and no "
+        "collapse is judged; early stopping uses the validation loss (raise %s or check the "
+        "labels for a two-class validation split)", where, label, y_val.size, fix)
+    return True
 
 
 def _build_model(

@@ -137,6 +137,7 @@ class _Run:
                  meta: dict[str, Any], progress: bool) -> None:
         self.model, self.images, self.y, self.cfg, self.device = model, images, y, cfg, device
         self.meta, self.progress = meta, progress
+        self.judge_collapse = bool(cfg.collapse_check)  # off for a one-class validation split
         self.epochs, self.patience = int(cfg.epochs), int(cfg.early_stopping_patience)
         self.train_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
         self.weights = _class_weights(y[self.train_idx], cfg.class_balanced).to(device)
@@ -240,7 +241,7 @@ class _Run:
         prob, metrics = val.info
         log.info("epoch %d: loss %.4f val_loss %.4f val_auc %.3f lr %.2e", epoch,
                  state.history[-1]["loss"], val.loss, metrics["auc"], self.current_lr())
-        self._constant = self.cfg.collapse_check and _looks_constant(prob, metrics["auc"])
+        self._constant = self.judge_collapse and _looks_constant(prob, metrics["auc"])
         judged = _judged(epoch, self.cfg.warmup_epochs)
         streak = int(state.extra.get("constant_streak", 0))
         streak = streak + 1 if self._constant and judged else 0
@@ -376,7 +377,7 @@ def train_classifier(
     if ids.shape != y.shape:
         raise CxrbsError(f"patient ids must be one per image ({y.size}), got shape {ids.shape}")
     val = _validation_mask(ids, y, cfg, val_mask)
-    _check_val_classes(y[val], stage, class_names)
+    one_class_val = _check_val_classes(y[val], stage, class_names)
     outdir = ensure_dir(outdir)
     split = pd.DataFrame({"index": np.arange(y.size), "patient_id": ids, "label": y,
                           "split": np.where(val, "val", "train")})
@@ -403,6 +404,7 @@ def train_classifier(
             "data_sha256": _fingerprint(images, y, ids, val, init_files),
         })  # fmt: skip
         run = _Run(model, images, y, val, cfg, device, stage, meta, progress)
+        run.judge_collapse = cfg.collapse_check and not one_class_val
         state = _fit(run, outdir)
     best = state.extra["best"]
     best_state = torch.load(outdir / "best.pt", map_location="cpu", weights_only=True)
