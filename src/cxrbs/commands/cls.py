@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cxrbs.commands.common import EXIT_USER_ERROR, HIGH_PCT, LOW_PCT, prepare_sets, report
+from cxrbs.commands.common import EXIT_USER_ERROR, prepare_sets, report
 from cxrbs.core import cli_checks as checks
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.progress import progress_iter
@@ -140,9 +140,3 @@ def predict(args: argparse.Namespace, *, progress: bool) -> int:
         sys.stdout.write(frame.to_csv(index=False))
     return EXIT_USER_ERROR if failed else 0
 
-
-def checkpoint_size(value: Any, default: int = 256) -> int:
-    """The classifier's training side (an int, or [h, w] for non-square stacks)."""
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
-    return int(value) if value else default

@@ -93,15 +93,20 @@ def _check_options(size: int, low_pct: float, high_pct: float, pair_stretch: str
     return int(size)
 
 
-def load_stack(path: Path | str) -> np.ndarray:
-    """Memory-map a stack; a missing or foreign file gives a message naming the rule that makes it."""
-    path = Path(path)
+def _open_stack(path: Path) -> np.ndarray:
+    """Memory-map a .npy stack; missing or unreadable files give one line naming the fix."""
     if not path.is_file():
         raise CxrbsError(f"{path} is missing; run the workflow's data stage first (snakemake {path})")
     try:
-        stack = np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
         raise CxrbsError(f"{path} is not a readable .npy stack ({exc}); delete it and rerun") from exc
+
+
+def load_stack(path: Path | str) -> np.ndarray:
+    """Memory-map a stack; a missing or foreign file gives a message naming the rule that makes it."""
+    path = Path(path)
+    stack = _open_stack(path)
     if stack.dtype != np.uint16 or stack.ndim != 4:
         raise CxrbsError(f"{path} has dtype {stack.dtype} and shape {stack.shape}; expected uint16 (N,C,S,S)")
     return stack
@@ -115,12 +120,7 @@ STACK_KINDS = {np.dtype(np.uint16): "prepared stack (uint16)",
 def read_stack(path: Path | str) -> np.ndarray:
     """Either kind of stack as float32 (N,C,S,S) in [0,1], converted by its stored dtype."""
     path = Path(path)
-    if not path.is_file():
-        raise CxrbsError(f"{path} is missing; run the workflow's data stage first (snakemake {path})")
-    try:
-        stack = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as exc:
-        raise CxrbsError(f"{path} is not a readable .npy stack ({exc}); delete it and rerun") from exc
+    stack = _open_stack(path)
     if stack.dtype not in STACK_KINDS or stack.ndim != 4:
         raise CxrbsError(f"{path} has dtype {stack.dtype} and shape {stack.shape}; expected a "
                          "uint16 prepared stack or float32 training pairs, shape (N,C,S,S)")

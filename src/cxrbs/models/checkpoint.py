@@ -13,7 +13,6 @@ other kind, a checksum that does not match.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,11 +70,10 @@ def save_checkpoint(path: str | Path, meta: Mapping[str, Any],
 
 
 def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex SHA-256 of a file: the download stage's checksum function, one implementation."""
+    from cxrbs.data.download import sha256_file
+
+    return sha256_file(path)
 
 
 def _foreign_type(path: Path) -> str | None:
