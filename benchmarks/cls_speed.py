@@ -60,7 +60,7 @@ def measure(name: str, size: int, batch: int, steps: int, repeats: int, amp: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["vgg16", "vgg16_bn", "small_cnn"])
+    parser.add_argument("--models", nargs="+", default=["vgg16", "vgg16_bn", "small_cnn", "resnet18"])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2)

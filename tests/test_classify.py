@@ -19,8 +19,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from cxrbs.cls.augment import mix_batch
 from cxrbs.cls.train import (
     ClsTrainConfig,
+    _ema_of,
     augment_batch,
     load_classifier,
     predict_proba,
@@ -337,19 +339,98 @@ def test_shift_and_rotation_ranges() -> None:
     assert torch.allclose(rotated.sum(dim=(1, 2, 3)), line.sum(dim=(1, 2, 3)), rtol=0.02)
 
 
+def test_mixing_is_off_by_default_and_seeded() -> None:
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out, partner, lam = mix_batch(x, np.random.default_rng(0))
+    assert out is x and lam == 1.0 and partner.tolist() == list(range(6))
+    a = mix_batch(x, np.random.default_rng(3), mixup=0.4)
+    b = mix_batch(x, np.random.default_rng(3), mixup=0.4)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_mixup_blends_whole_images_with_the_returned_weight() -> None:
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    out, partner, lam = mix_batch(x, np.random.default_rng(4), mixup=1.0)
+    assert 0 < lam < 1 and sorted(partner.tolist()) == list(range(8))
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x[partner])
+
+
+def test_cutmix_pastes_one_box_whose_area_is_one_minus_lambda() -> None:
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 20, 20).contiguous()  # image i is all i
+    seen_box = False
+    for seed in range(20):
+        out, partner, lam = mix_batch(x, np.random.default_rng(seed), cutmix=1.0)
+        for i in range(4):
+            own = out[i] == i
+            pasted = out[i] == partner[i].item()
+            assert bool((own | pasted).all())
+            if partner[i] != i:
+                assert float(pasted.double().mean()) == pytest.approx(1 - lam, abs=1e-12)
+                seen_box |= 0 < float(pasted.float().mean()) < 1
+    assert seen_box
+
+
+def test_with_mixup_and_cutmix_each_batch_takes_one_of_them() -> None:
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 12, 12).contiguous()
+    kinds = set()
+    for seed in range(30):
+        out, partner, lam = mix_batch(x, np.random.default_rng(seed), mixup=1.0, cutmix=1.0)
+        values_are_labels = bool(torch.isin(out, torch.arange(4.0)).all())
+        kinds.add("cutmix" if values_are_labels else "mixup")
+    assert kinds == {"cutmix", "mixup"}
+
+
+def test_weight_average_ramps_its_decay_and_covers_batch_norm_statistics() -> None:
+    model = create_model(MODEL, seed=0, **KWARGS)
+    ema = _ema_of(model, 0.99)
+    assert _ema_of(model, 0.0) is None
+    ema.update_parameters(model)  # the first update copies
+    key = "fc.weight"
+    start = ema.module.state_dict()[key].clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        for b in model.buffers():
+            if b.dtype.is_floating_point:
+                b.add_(1.0)
+    ema.update_parameters(model)
+    d = min(0.99, 2 / 11)  # second update: (1 + n) / (10 + n) with n = 1
+    torch.testing.assert_close(ema.module.state_dict()[key], start + (1 - d))
+    bn = "features.1.running_mean"
+    torch.testing.assert_close(ema.module.state_dict()[bn], model.state_dict()[bn] - d)
+
+
+def test_ema_weights_are_what_is_validated_and_saved(data, tmp_path: Path) -> None:
+    imgs, y, ids = data
+    cfg = config(epochs=2, ema_decay=0.9, steps_per_epoch=3, early_stopping_patience=5)
+    train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path, progress=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    ema_weights = {k.removeprefix("module."): v for k, v in last["ema_state"].items()
+                   if k.startswith("module.")}
+    assert all(torch.equal(last["model_state"][k], ema_weights[k]) for k in last["model_state"])
+    assert not all(torch.equal(last["model_state"][k], last["raw_model_state"][k])
+                   for k in last["model_state"])
+    model, meta = load_classifier(tmp_path / "model.pt")
+    assert meta["config"]["ema_decay"] == 0.9
+
+
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "mixup": 0.4, "cutmix": 1.0}],
+                         ids=["plain", "ema+mixing"])
 def test_killed_classifier_training_resumes_to_the_uninterrupted_result(
-    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    extra: dict[str, float],
 ) -> None:
-    """last.pt carries weights, optimiser, schedule, warm-up step, collapse streak and the torch
-    RNG (dropout): a run killed in epoch 4 and rerun equals the uninterrupted one bitwise."""
+    """last.pt carries weights (and their moving average), optimiser, schedule, warm-up step,
+    collapse streak and the torch RNG (dropout); mixing draws are seeded per epoch: a run killed
+    in epoch 4 and rerun equals the uninterrupted one bitwise."""
     import cxrbs.cls.train as cls_train
 
     imgs, y, ids = data
     cfg = config(epochs=5, warmup_epochs=1, lr_patience=0, early_stopping_patience=5,
-                 steps_per_epoch=3)  # fmt: skip
+                 steps_per_epoch=3, **extra)  # fmt: skip
     train_classifier(MODEL, KWARGS, imgs, y, ids, cfg, tmp_path / "a", progress=False)
     real = cls_train._Run.train_epoch
     computed: list[int] = []

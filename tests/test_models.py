@@ -12,7 +12,7 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.models import create_model, list_models, load_torchvision_weights, model_kind
 
 BS_MODELS = ["ae_bs", "convnet_bs", "resnet_bs", "rl_bs", "unet_bs"]
-CLS_MODELS = ["small_cnn", "vgg16", "vgg16_bn"]
+CLS_MODELS = ["resnet18", "small_cnn", "vgg16", "vgg16_bn"]
 
 # Parameter counts derived by hand (weights k*k*c_in*c_out + c_out biases):
 # ae_bs (5x5): 1->16 416, 16->32 12,832, 32->64 51,264, 64->32 51,232, 32->16 12,816,
@@ -29,6 +29,8 @@ CLS_MODELS = ["small_cnn", "vgg16", "vgg16_bn"]
 # small_cnn (bias-free convs, BN gamma+beta): block 32: 864+64+9,216+64 = 10,208;
 #   64: 18,432+128+36,864+128 = 55,552; 128: 73,728+256+147,456+256 = 221,696;
 #   256: 294,912+512+589,824+512 = 885,760; fc 514 -> 1,173,730.
+# resnet18 = torchvision's resnet18 (11,689,512 with its 1000-way fc of 513,000) with a 2-way fc
+#   (1,026): 11,177,538.
 PARAM_COUNTS = {
     "ae_bs": 128_961,
     "convnet_bs": 1_577_089,
@@ -38,6 +40,7 @@ PARAM_COUNTS = {
     "vgg16": 14_715_714,
     "vgg16_bn": 14_724_162,
     "small_cnn": 1_173_730,
+    "resnet18": 11_177_538,
 }
 
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -70,6 +73,9 @@ def test_forward_backward_shapes(name: str) -> None:
         assert out.shape == (2, 1, 32, 32)
         loss = out.square().mean() + model.penalty()
     else:
+        for m in model.modules():  # resnet18's zero-initialised block ends: let convs get a gradient
+            if isinstance(m, nn.BatchNorm2d) and not m.weight.any():
+                nn.init.ones_(m.weight)
         x = torch.rand(2, 3, 32, 32, generator=gen)
         out = model(x)
         assert out.shape == (2, 2)
@@ -194,7 +200,8 @@ def test_seed_makes_init_reproducible_without_touching_global_rng() -> None:
     }
 
 
-@pytest.mark.parametrize(("name", "maps"), [("vgg16", (512, 2, 2)), ("small_cnn", (256, 4, 4))])
+@pytest.mark.parametrize(("name", "maps"), [("vgg16", (512, 2, 2)), ("small_cnn", (256, 4, 4)),
+                                           ("resnet18", (512, 1, 1))])
 def test_classifier_interface(name: str, maps: tuple[int, int, int]) -> None:
     model = create_model(name, seed=0, num_classes=3).eval()
     gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(5))
@@ -207,6 +214,28 @@ def test_classifier_interface(name: str, maps: tuple[int, int, int]) -> None:
         assert torch.allclose(model.forward_head(f), logits)
         assert model.forward_pooled(gray).shape == (2, maps[0])
     assert isinstance(model.fc, nn.Linear) and model.fc.out_features == 3
+
+
+def test_resnet18_keeps_torchvision_names_and_starts_blocks_as_identity() -> None:
+    sd = create_model("resnet18", seed=0).state_dict()
+    # torchvision's resnet18 keys, less its fc (same name here, 2 outputs).
+    expected = {"conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer1.1.bn2.bias",
+                "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_mean",
+                "layer4.1.conv2.weight", "fc.weight", "fc.bias"}
+    assert expected <= set(sd)
+    assert not any(k.startswith(("features.", "layer1.0.downsample")) for k in sd)
+    assert sd["layer3.0.conv1.weight"].shape == (256, 128, 3, 3)
+    assert sd["layer4.0.downsample.0.weight"].shape == (512, 256, 1, 1)
+    assert sum(1 for k in sd if k.endswith("conv2.weight")) == 8  # 4 stages x 2 blocks
+    assert all(float(sd[k].abs().sum()) == 0 for k in sd if k.endswith("bn2.weight"))
+    plain = create_model("resnet18", seed=0, zero_init_residual=False).state_dict()
+    assert float(plain["layer1.0.bn2.weight"].min()) == 1.0
+    small = create_model("resnet18", seed=0, widths=[8, 16, 16, 32], blocks=[1, 1, 1, 1])
+    assert small.fc.in_features == 32 and "layer1.1.conv1.weight" not in small.state_dict()
+    with pytest.raises(CxrbsError, match="blocks"):
+        create_model("resnet18", blocks=[2, 2, 0, 2])
+    with pytest.raises(CxrbsError, match="widths"):
+        create_model("resnet18", widths=[8, 16])
 
 
 def test_vgg_layouts_match_torchvision_indices() -> None:

@@ -297,7 +297,8 @@ def _add_train_cls(sub: Any) -> None:
                    help="the TB collection's folder (with --layout)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--model", choices=CLS_MODELS, default="vgg16",
-                   help="vgg16 as in the study; small_cnn trains from scratch much faster")
+                   help="vgg16 as in the study; resnet18 (or small_cnn) trains from scratch much "
+                        "faster (README, Classifier without ImageNet weights)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                    help="model argument, repeatable, e.g. --model-arg widths=16,32,64,128")
     p.add_argument("--weights", type=Path, default=None, metavar="FILE.pth",

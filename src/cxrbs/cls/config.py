@@ -72,6 +72,11 @@ class ClsTrainConfig:
     schedule: str = "plateau"
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    #: Beta(a, a) concentrations of mixup / CutMix (0 = off); both on: one of them per batch.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    #: Decay of the weights' moving average that is validated and saved (0 = off).
+    ema_decay: float = 0.0
     early_stopping_patience: int = 5
     lr_factor: float = 0.5
     lr_patience: int = 5
@@ -113,6 +118,9 @@ class ClsTrainConfig:
             "momentum": (0.0, 1.0, True, True),
             "weight_decay": (0.0, math.inf, True, False),
             "label_smoothing": (0.0, 0.5, True, True),
+            "mixup": (0.0, 4.0, True, True),
+            "cutmix": (0.0, 4.0, True, True),
+            "ema_decay": (0.0, 1.0, True, False),
             "lr_factor": (0.0, 1.0, False, False),
             "min_lr": (0.0, math.inf, True, False),
             "val_fraction": (0.0, 0.5, False, False),  # = schema cls_train.val_fraction

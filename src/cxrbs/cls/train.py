@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from cxrbs.cls.augment import augment_batch, epoch_generator
+from cxrbs.cls.augment import augment_batch, epoch_generator, mix_batch, mix_rng
 from cxrbs.cls.config import ClsTrainConfig
 from cxrbs.cls.setup import (
     _build_model,
@@ -149,9 +150,15 @@ class _Run:
             self.opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.ema = _ema_of(model, cfg.ema_decay)
         self.step = 0
         self.stage_key = f"cls.{stage}" if stage else "cls.pretrain / cls.finetune"
         self._constant = False
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated and saved: the weights' moving average when ``ema_decay`` > 0."""
+        return self.model if self.ema is None else self.ema.module
 
     def _set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
@@ -190,6 +197,7 @@ class _Run:
         self._epoch_lr(e0)
         warm_steps = cfg.warmup_epochs * len(batches)
         gen = epoch_generator(cfg.seed, e0)
+        mixer = mix_rng(cfg.seed, e0)
         model.train()
         total, seen = 0.0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not self.progress,
@@ -199,10 +207,16 @@ class _Run:
             if self.step < warm_steps:
                 self._set_lr(cfg.lr * (self.step + 1) / warm_steps)
             x = augment_batch(_load_batch(self.images, b).to(self.device), gen, **cfg.augment)
+            x, partner, lam = mix_batch(x, mixer, mixup=cfg.mixup, cutmix=cfg.cutmix)
             logits = _forward(model, x, self.device, cfg.amp, cfg.channels_last)
-            loss = self.criterion(logits, torch.as_tensor(self.y[b], device=self.device))
+            target = torch.as_tensor(self.y[b], device=self.device)
+            loss = self.criterion(logits, target)
+            if lam < 1.0:
+                loss = lam * loss + (1 - lam) * self.criterion(logits, target[partner])
             value = float(loss.item())
             loop.optimise(loss, value, self.opt, self.scaler, error)
+            if self.ema is not None:
+                self.ema.update_parameters(model)
             self.step += 1
             total, seen = total + value * len(b), seen + len(b)
             bar.set_postfix(loss=f"{total / seen:.4f}")
@@ -211,9 +225,10 @@ class _Run:
     @torch.no_grad()
     def validate(self, epoch: int) -> loop.Validation:
         """Class-weighted validation loss (no smoothing), P(class 1) and the seven metrics."""
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         loss_sum, weight_sum, probs = 0.0, 0.0, []
-        for b, logits in _stream_logits(self.model, self.images, self.val_idx, self.cfg.batch_size,
+        for b, logits in _stream_logits(model, self.images, self.val_idx, self.cfg.batch_size,
                                         self.cfg.amp, self.cfg.channels_last):
             t = torch.as_tensor(self.y[b], device=self.device)
             loss_sum += float(F.cross_entropy(logits, t, weight=self.weights, reduction="sum"))
@@ -261,20 +276,27 @@ class _Run:
                 "best_val_loss": state.best_val}
 
     def model_state(self) -> dict[str, Tensor]:
-        return loop.cpu_state(self.model.state_dict())
+        return loop.cpu_state(self.eval_model.state_dict())
 
     def training_state(self) -> dict[str, Any]:
         rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        ema = {} if self.ema is None else {
+            "raw_model_state": loop.cpu_state(self.model.state_dict()),
+            "ema_state": loop.cpu_state(self.ema.state_dict()),
+        }
         return {
+            **ema,
             "model_state": self.model_state(), "optimizer_state": self.opt.state_dict(),
             "scheduler_state": self.plateau.state_dict(), "scaler_state": self.scaler.state_dict(),
             "step": self.step, "torch_rng": rng,
         }  # fmt: skip
 
     def load_training_state(self, ckpt: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model_state"])
+        self.model.load_state_dict(ckpt.get("raw_model_state", ckpt["model_state"]))
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema_state"])
         self.opt.load_state_dict(ckpt["optimizer_state"])
         self.plateau.load_state_dict(ckpt["scheduler_state"])
         self.scaler.load_state_dict(ckpt["scaler_state"])
@@ -292,6 +314,23 @@ class _Run:
             f"lower the learning rate ({self.stage_key}.lr), use optimizer adamw or a batch-norm "
             "model (vgg16_bn, small_cnn)"
         )
+
+
+def _ema_of(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and batch-norm statistics.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (as timm's and
+    TensorFlow's EMA do): with a few hundred steps per run, a fixed 0.999 would still be mostly the
+    random initialisation at the end.
+    """
+    if decay <= 0:
+        return None
+
+    def blend(avg: Tensor, new: Tensor, n: Tensor | int) -> Tensor:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        return avg + (new - avg) * (1 - d)
+
+    return AveragedModel(model, avg_fn=blend, use_buffers=True)
 
 
 def _fingerprint(images: np.ndarray, y: np.ndarray, ids: np.ndarray, val: np.ndarray,

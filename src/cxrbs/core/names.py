@@ -10,7 +10,7 @@ from __future__ import annotations
 #: Bone-suppression architectures (models registered with kind "bs"; config bs.architectures).
 BS_ARCHITECTURES: tuple[str, ...] = ("ae_bs", "convnet_bs", "resnet_bs", "rl_bs", "unet_bs")
 #: Classifiers (models registered with kind "cls"; config cls.model).
-CLS_MODELS: tuple[str, ...] = ("small_cnn", "vgg16", "vgg16_bn")
+CLS_MODELS: tuple[str, ...] = ("resnet18", "small_cnn", "vgg16", "vgg16_bn")
 #: How a bone-suppression model forms its output (models.base.OUTPUT_MODES).
 OUTPUT_MODES: tuple[str, ...] = ("direct", "residual")
 #: Image-quality metrics of bone suppression (bs.evaluate.METRICS; config bs.select_metric).

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from cxrbs.models import autoencoder, convnet, edsr, residual_learning, small_cnn, unet, vgg  # noqa: F401
+from cxrbs.models import (  # noqa: F401
+    autoencoder, convnet, edsr, residual_learning, resnet, small_cnn, unet, vgg,
+)
 from cxrbs.models.base import BoneSuppressionModel, ClassifierModel
 from cxrbs.models.registry import create_model, list_models, model_kind, register
 from cxrbs.models.vgg import load_torchvision_weights

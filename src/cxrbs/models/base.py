@@ -156,6 +156,10 @@ class ClassifierModel(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if self.imagenet_norm:  # grey replicated to RGB, then ImageNet's statistics
             x = (x - self._mean.to(x.dtype)) / self._std.to(x.dtype)
+        return self._trunk(x)
+
+    def _trunk(self, x: Tensor) -> Tensor:
+        """The conv layers; ``features`` unless a model keeps torchvision's own layout."""
         return self.features(x)
 
     def forward_pooled(self, x: Tensor) -> Tensor:
