@@ -11,6 +11,8 @@ minutes, parameters and training images/s; rows are appended to ``OUT/search.csv
 Run (one candidate per process; two can share a 2-core machine with --threads 1):
     .venv/bin/python benchmarks/cls_pretrain_search.py --candidates benchmarks/cls_pretrain_candidates.yaml \\
         --only resnet18_adamw_128 --threads 1 --out ../cls_search
+Score the workflow's own pretraining run the same way (deep model and HOG floor rows):
+    .venv/bin/python benchmarks/cls_pretrain_search.py --score results/cls/pretrain/predictions.csv
 Nothing here is a test set: the ChestX-ray8 validation split only ranks candidates.
 """
 
@@ -29,7 +31,7 @@ import yaml
 
 from cxrbs.cls.metrics import metrics_with_ci
 from cxrbs.cls.pipeline import load_labelled_sets, pretrain
-from cxrbs.cls.predict import _load_batch, _prob_of_positive, fold_images
+from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import load_classifier
 from cxrbs.core.device import configure_threads
 from cxrbs.data.manifests import build_manifest
@@ -52,16 +54,14 @@ def prepare(data: Path, out: Path, size: int) -> tuple[Path, Path]:
     return man, stk
 
 
-@torch.no_grad()
-def flip_tta(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """P(class 1) averaged over the image and its mirror image."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = _load_batch(images, np.arange(i, min(i + batch, len(images))))
-        p = (_prob_of_positive(model(x)) + _prob_of_positive(model(torch.flip(x, dims=[3])))) / 2
-        out.append(p)
-    return torch.cat(out).numpy().astype(np.float64)
+def flip_tta(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """P(class 1) with the package's flip TTA (``tta_hflip``: logits of image and mirror averaged)."""
+    before = getattr(model, "tta_hflip", False)
+    model.tta_hflip = True
+    try:
+        return predict_images(model, images)
+    finally:
+        model.tta_hflip = before
 
 
 def auc_ci(y: np.ndarray, prob: np.ndarray, groups: np.ndarray, seed: int) -> tuple[float, float, float]:
@@ -114,6 +114,21 @@ def run_candidate(name: str, spec: dict[str, Any], common: dict[str, Any], man: 
     }  # fmt: skip
 
 
+def score(predictions: Path, seed: int) -> None:
+    """Validation AUC + CI of a pretraining predictions.csv, deep model beside the HOG floor."""
+    preds = pd.read_csv(predictions, dtype={"patient": str})
+    rows = {}
+    for model in ("deep", "hog_floor"):
+        part = preds[(preds["dataset"] == "pretrain") & (preds["model"] == model)]
+        if part.empty:
+            raise SystemExit(f"{predictions} has no pretrain rows of model {model!r}")
+        rows[model] = auc_ci(part["label"].to_numpy(), part["probability"].to_numpy(),
+                             part["patient"].to_numpy(), seed)
+    (auc, lo, hi), (f_auc, f_lo, f_hi) = rows["deep"], rows["hog_floor"]
+    print(f"{predictions}: val AUC {auc:.3f} [{lo:.3f}, {hi:.3f}], HOG floor {f_auc:.3f} "
+          f"[{f_lo:.3f}, {f_hi:.3f}], margin {auc - f_auc:+.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidates", type=Path, default=Path(__file__).with_name("cls_pretrain_candidates.yaml"))
@@ -121,7 +136,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=Path("../cls_search"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--score", type=Path, default=None, metavar="PREDICTIONS.csv",
+                    help="only score an existing pretraining predictions.csv")
+    ap.add_argument("--seed", type=int, default=13, help="bootstrap seed of --score")
     args = ap.parse_args()
+    if args.score is not None:
+        score(args.score, args.seed)
+        return
     if not args.data.is_dir():
         raise SystemExit(f"{args.data} not found: this benchmark needs ../shared/data/cxr8")
     doc = yaml.safe_load(args.candidates.read_text())

@@ -216,6 +216,25 @@ def test_classifier_interface(name: str, maps: tuple[int, int, int]) -> None:
     assert isinstance(model.fc, nn.Linear) and model.fc.out_features == 3
 
 
+@pytest.mark.parametrize("name", CLS_MODELS)
+def test_flip_tta_averages_the_logits_of_image_and_mirror_in_eval_only(name: str) -> None:
+    kwargs = {"widths": [4, 8]} if name == "small_cnn" else {}
+    plain = create_model(name, seed=0, **kwargs).eval()
+    tta = create_model(name, seed=0, tta_hflip=True, **kwargs).eval()
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = (plain(x) + plain(torch.flip(x, dims=[-1]))) / 2
+        torch.testing.assert_close(tta(x), expected)
+        assert not torch.allclose(tta(x), plain(x))
+        torch.testing.assert_close(tta(x), tta(torch.flip(x, dims=[-1])))  # mirror-invariant
+    tta.train()
+    plain.train()
+    torch.manual_seed(0)
+    a = tta(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(a, plain(x))  # training sees one image
+
+
 def test_resnet18_keeps_torchvision_names_and_starts_blocks_as_identity() -> None:
     sd = create_model("resnet18", seed=0).state_dict()
     # torchvision's resnet18 keys, less its fc (same name here, 2 outputs).

@@ -312,7 +312,7 @@ class _Run:
         return CxrbsError(
             f"training collapsed to a constant prediction (val AUC {auc:.2f} for {n} epochs): "
             f"lower the learning rate ({self.stage_key}.lr), use optimizer adamw or a batch-norm "
-            "model (vgg16_bn, small_cnn)"
+            "model (resnet18, vgg16_bn, small_cnn)"
         )
 
 

@@ -123,7 +123,8 @@ class ClassifierModel(nn.Module):
     _mean: Tensor  # buffers of use_imagenet_norm
     _std: Tensor
 
-    def __init__(self, *, num_features: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, *, num_features: int, num_classes: int, dropout: float,
+                 tta_hflip: bool = False) -> None:
         super().__init__()
         if int(num_classes) < 1:
             raise CxrbsError(f"num_classes must be >= 1, got {num_classes}")
@@ -133,6 +134,10 @@ class ClassifierModel(nn.Module):
         self.dropout = nn.Dropout(float(dropout))
         self.fc = nn.Linear(num_features, int(num_classes))
         self.imagenet_norm = False
+        #: Horizontal-flip test-time augmentation: in eval mode the logits are averaged over the
+        #: image and its mirror image. A model kwarg, so checkpoints, fine-tuning and ``predict``
+        #: all score alike; the relevance maps still come from the unflipped image.
+        self.tta_hflip = bool(tta_hflip)
 
     def use_imagenet_norm(self) -> None:
         """Normalise inputs with ImageNet's mean/std, as the ImageNet weights were trained.
@@ -170,7 +175,11 @@ class ClassifierModel(nn.Module):
         return self.fc(self.dropout(f.mean(dim=(2, 3))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+        logits = self.forward_head(self.forward_features(x))
+        if self.tta_hflip and not self.training:
+            mirrored = self.forward_head(self.forward_features(torch.flip(x, dims=[-1])))
+            logits = (logits + mirrored) / 2
+        return logits
 
     def _init_weights(self) -> None:
         """torchvision's VGG init, so training from scratch starts as torchvision's would."""

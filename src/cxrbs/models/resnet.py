@@ -66,6 +66,7 @@ class ResNet18(ClassifierModel):
         num_classes: int = 2,
         dropout: float = 0.5,
         zero_init_residual: bool = True,
+        tta_hflip: bool = False,
     ) -> None:
         ws = check_widths("resnet18", widths, length=4)
         try:
@@ -74,7 +75,8 @@ class ResNet18(ClassifierModel):
             raise CxrbsError(f"model 'resnet18': blocks must be 4 integers, got {blocks!r}") from None
         if len(ns) != 4 or min(ns) < 1:
             raise CxrbsError(f"model 'resnet18': blocks must be 4 integers >= 1, got {ns}")
-        super().__init__(num_features=ws[-1], num_classes=num_classes, dropout=dropout)
+        super().__init__(num_features=ws[-1], num_classes=num_classes, dropout=dropout,
+                         tta_hflip=tta_hflip)
         self.conv1 = nn.Conv2d(3, ws[0], 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(ws[0])
         self.relu = nn.ReLU(inplace=True)

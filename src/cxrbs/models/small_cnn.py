@@ -37,9 +37,11 @@ class SmallCNN(ClassifierModel):
         widths: Sequence[int] = (32, 64, 128, 256),
         num_classes: int = 2,
         dropout: float = 0.5,
+        tta_hflip: bool = False,
     ) -> None:
         ws = check_widths("small_cnn", widths)
-        super().__init__(num_features=ws[-1], num_classes=num_classes, dropout=dropout)
+        super().__init__(num_features=ws[-1], num_classes=num_classes, dropout=dropout,
+                         tta_hflip=tta_hflip)
         layers: list[nn.Module] = []
         c_in = 3
         for i, w in enumerate(ws):

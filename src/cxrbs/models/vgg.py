@@ -48,9 +48,10 @@ class VGG16(ClassifierModel):
 
     def __init__(
         self, *, batch_norm: bool = False, num_classes: int = 2, dropout: float = 0.5,
-        imagenet_norm: bool = False,
+        imagenet_norm: bool = False, tta_hflip: bool = False,
     ) -> None:
-        super().__init__(num_features=512, num_classes=num_classes, dropout=dropout)
+        super().__init__(num_features=512, num_classes=num_classes, dropout=dropout,
+                         tta_hflip=tta_hflip)
         self.features = _features(bool(batch_norm))
         self._init_weights()
         if imagenet_norm:
@@ -58,17 +59,19 @@ class VGG16(ClassifierModel):
 
 
 @register("vgg16", kind="cls")
-def vgg16(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False) -> VGG16:
+def vgg16(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False,
+          tta_hflip: bool = False) -> VGG16:
     """The study's classifier; ``imagenet_norm`` is set when ImageNet weights are loaded."""
     return VGG16(batch_norm=False, num_classes=num_classes, dropout=dropout,
-                 imagenet_norm=imagenet_norm)
+                 imagenet_norm=imagenet_norm, tta_hflip=tta_hflip)
 
 
 @register("vgg16_bn", kind="cls")
-def vgg16_bn(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False) -> VGG16:
+def vgg16_bn(*, num_classes: int = 2, dropout: float = 0.5, imagenet_norm: bool = False,
+             tta_hflip: bool = False) -> VGG16:
     """VGG-16 with batch norm after every conv (torchvision's vgg16_bn layout)."""
     return VGG16(batch_norm=True, num_classes=num_classes, dropout=dropout,
-                 imagenet_norm=imagenet_norm)
+                 imagenet_norm=imagenet_norm, tta_hflip=tta_hflip)
 
 
 def _read_state_dict(path: Path) -> Mapping[str, Any]:
