@@ -11,6 +11,9 @@ minutes, parameters and training images/s; rows are appended to ``OUT/search.csv
 Run (one candidate per process; two can share a 2-core machine with --threads 1):
     .venv/bin/python benchmarks/cls_pretrain_search.py --candidates benchmarks/cls_pretrain_candidates.yaml \\
         --only resnet18_adamw_128 --threads 1 --out ../cls_search
+Plot the table (validation AUC with CIs beside the HOG floor, and validation AUC against
+training minutes per candidate):
+    .venv/bin/python benchmarks/cls_pretrain_search.py --out ../cls_search --plot docs/cls_search.png
 Score the workflow's own pretraining run the same way (deep model and HOG floor rows):
     .venv/bin/python benchmarks/cls_pretrain_search.py --score results/cls/pretrain/predictions.csv
 Nothing here is a test set: the ChestX-ray8 validation split only ranks candidates.
@@ -129,6 +132,42 @@ def score(predictions: Path, seed: int) -> None:
           f"[{f_lo:.3f}, {f_hi:.3f}], margin {auc - f_auc:+.3f}")
 
 
+def plot(out: Path, png: Path) -> None:
+    """Forest plot of the candidates' validation AUCs and their learning curves over wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.read_csv(out / "search.csv").drop_duplicates("candidate", keep="last")
+    table = table.sort_values("val_auc").reset_index(drop=True)
+    fig, (ax, curves) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2.5),
+                                     gridspec_kw={"width_ratios": [1.1, 1]})
+    pos = np.arange(len(table))
+    err = [table["val_auc"] - table["val_auc_low"], table["val_auc_high"] - table["val_auc"]]
+    ax.errorbar(table["val_auc"], pos, xerr=err, fmt="o", color="C0", capsize=3,
+                label="validation AUC, 95% patient-level bootstrap CI")
+    floor = float(table["hog_auc"].iloc[0])
+    ax.axvline(floor, color="grey", ls="--", label=f"HOG floor {floor:.3f}")
+    ax.axvline(0.92, color="C3", ls=":", label="target 0.92")
+    labels = [f"{r.candidate} ({r.wall_minutes:.0f} min, {r.threads} thr)" for r in table.itertuples()]
+    ax.set_yticks(pos, labels, fontsize=8)
+    ax.set_xlabel("ChestX-ray8 validation AUC (normal vs pneumonia)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    for r in table.itertuples():
+        history = pd.read_csv(out / "runs" / r.candidate / "history.csv")
+        curves.plot(history["seconds"].cumsum() / 60, history["val_auc"], label=r.candidate, lw=1)
+    curves.axhline(floor, color="grey", ls="--")
+    curves.set_xlabel("training minutes")
+    curves.set_ylabel("validation AUC after each epoch")
+    curves.legend(fontsize=7)
+    fig.suptitle("From-scratch classifier search on the pretraining split (chosen on validation only)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidates", type=Path, default=Path(__file__).with_name("cls_pretrain_candidates.yaml"))
@@ -139,7 +178,12 @@ def main() -> None:
     ap.add_argument("--score", type=Path, default=None, metavar="PREDICTIONS.csv",
                     help="only score an existing pretraining predictions.csv")
     ap.add_argument("--seed", type=int, default=13, help="bootstrap seed of --score")
+    ap.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                    help="only plot OUT/search.csv and the runs' histories")
     args = ap.parse_args()
+    if args.plot is not None:
+        plot(args.out, args.plot)
+        return
     if args.score is not None:
         score(args.score, args.seed)
         return
