@@ -38,7 +38,6 @@ from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import load_classifier
 from cxrbs.core.device import configure_threads
 from cxrbs.data.manifests import build_manifest
-from cxrbs.data.splits import patient_split
 from cxrbs.data.stacks import build_stack
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cxr8"
@@ -93,11 +92,11 @@ def run_candidate(name: str, spec: dict[str, Any], common: dict[str, Any], man: 
     auc, lo, hi = auc_ci(y, deep["probability"].to_numpy(), groups, seed)
     f_auc, f_lo, f_hi = auc_ci(floor["label"].to_numpy(), floor["probability"].to_numpy(),
                                floor["patient"].to_numpy(), seed)
-    # TTA on the same validation images, in the same order as predictions.csv.
+    # TTA on the same validation images, in the same order as predictions.csv: the split is the
+    # one the training run wrote (split.csv), not recomputed here.
     images, frame = load_labelled_sets([man], [stk])
     labels = frame["label"].astype(int).to_numpy()
-    is_val = patient_split(frame["patient_key"].to_numpy(), val_fraction=float(train["val_fraction"]),
-                           seed=seed, labels=labels)
+    is_val = pd.read_csv(outdir / "split.csv")["split"].eq("val").to_numpy()
     model, meta = load_classifier(outdir / "model.pt")
     val_images = fold_images(images, input_size)[is_val]
     t_auc, t_lo, t_hi = auc_ci(labels[is_val], flip_tta(model, val_images), groups, seed)

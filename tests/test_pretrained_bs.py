@@ -30,6 +30,7 @@ from cxrbs.core.layout import Layout
 from cxrbs.models import create_model
 from cxrbs.models.checkpoint import header, save_checkpoint
 from cxrbs.report.html_sections import bs_section
+from test_bundled import bundle_dir  # noqa: F401  (the same tiny bundle fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
@@ -50,16 +51,6 @@ def tiny_checkpoint(path: Path, *, kind: str = "bs") -> Path:
                       seed=0, versions={}, class_names=["normal", "tb"])
     save_checkpoint(path, meta, model.state_dict())
     return path
-
-
-@pytest.fixture()
-def bundle_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from test_bundled import _tiny_bundle
-
-    folder = tmp_path / "bundled"
-    _tiny_bundle(folder)
-    monkeypatch.setattr(bundled, "BUNDLED_DIR", folder)
-    return folder
 
 
 def demo_with(pretrained: str, edit: Any = None) -> dict[str, Any]:
