@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # A killed run leaves a Snakemake lock: demo unlocks it first when no other snakemake runs here.
+# check-config first: on a YAML syntax error Snakemake names neither the file nor the line.
 demo: install
+	$(BIN)/cxrbs check-config config/demo.yaml
 	$(BIN)/python -m cxrbs.core.stale_lock $(BIN)/snakemake --configfile config/demo.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete --printshellcmds
 	@echo
@@ -32,6 +34,7 @@ lint: install
 	$(BIN)/mypy
 
 dryrun: install
+	$(BIN)/cxrbs check-config config/demo.yaml
 	$(BIN)/snakemake -n --configfile config/demo.yaml
 
 clean-demo:

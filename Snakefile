@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/bone_suppression.smk"
 include: "workflow/rules/classification.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bundle.smk"
 
 
 rule all:

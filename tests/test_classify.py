@@ -22,13 +22,13 @@ from torch import Tensor, nn
 from cxrbs.cls.augment import mix_batch
 from cxrbs.cls.train import (
     ClsTrainConfig,
-    _ema_of,
     augment_batch,
     load_classifier,
     predict_proba,
     train_classifier,
 )
 from cxrbs.core.errors import CxrbsError
+from cxrbs.training.ema import ema_of as _ema_of
 from cxrbs.models import create_model, registry
 from cxrbs.data.preprocess import to_uint16
 

@@ -81,6 +81,7 @@ BASE = {
     "phantoms": ["phantoms", "OUT", "--n", "2", "--size", "32"],
     "suppress": ["suppress", "images", "-o", "OUT", "--model", "bs"],
     "predict": ["predict", "images", "--model", "cls"],
+    "check-config": ["check-config", "text"],
     "evaluate-bs": ["evaluate-bs", "images", "-o", "OUT", "--model", "bs"],
     "train-bs": ["train-bs", "images", "-o", "OUT", "--epochs", "1", "--n-pairs", "2"],
     "train-cls": ["train-cls", "--data", "images", "--classes", "normal=0,abnormal=1", "-o",

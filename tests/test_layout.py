@@ -34,8 +34,9 @@ def test_layout_paths_are_the_rules_outputs(dag_files: set[str]) -> None:
     tb = sorted(n for n, s in config["datasets"].items() if s["role"] == "tb")
     test_sets = sorted(n for n, s in config["datasets"].items() if s["role"] == "bs_test")
     lay = Layout()
-    expected = [lay.bs_best, lay.bs_summary, lay.cls_metrics, lay.cls_comparison,
-                lay.cls_pretrain_history, lay.cls_pretrain_summary, lay.feature_space, lay.report]
+    expected = [lay.bs_best, lay.bs_summary, lay.bs_paired, lay.bs_paired_verdict,
+                lay.cls_metrics, lay.cls_comparison, lay.cls_pretrain_history,
+                lay.cls_pretrain_summary, lay.feature_space, lay.report]
     for arch in archs:
         expected += [lay.bs_checkpoint(arch), lay.bs_history(arch)]
         expected += [lay.bs_eval(arch, t) for t in test_sets]

@@ -167,7 +167,7 @@ def test_dry_run_trains_nothing_and_uses_the_pretrained_model(tmp_path: Path) ->
     jobs = planned_jobs(result)
     rules = {rule for rule, _ in jobs}
     assert "train_bs" not in rules
-    assert {"use_pretrained_bs", "evaluate_bs", "select_bs", "suppress_tb"} <= rules
+    assert {"use_pretrained_bs", "evaluate_bs", "select_bs", "paired_bs", "suppress_tb"} <= rules
     evaluated = {wc for rule, wc in jobs if rule == "evaluate_bs"}
     # every bs_test set and the within-institution test split; no validation (nothing selected)
     assert evaluated == {"arch=pretrained, testset=scanner2", "arch=pretrained, testset=heldout_test"}
@@ -206,9 +206,9 @@ def test_bone_suppression_part_runs_with_a_pretrained_model(tmp_path: Path) -> N
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
     run = tmp_path / "run"
-    result = snakemake("results/bs/best.json", "results/suppressed/shenzhen/manifest.csv",
-                       "--cores", "2", "--configfile", str(_write(tmp_path, demo_with(str(ckpt)))),
-                       workdir=run)
+    result = snakemake("results/bs/best.json", "results/bs/eval/paired_vs_identity.json",
+                       "results/suppressed/shenzhen/manifest.csv", "--cores", "2",
+                       "--configfile", str(_write(tmp_path, demo_with(str(ckpt)))), workdir=run)
     assert result.returncode == 0, output(result)[-5000:]
     layout = Layout(run / "results")
     assert sorted(p.parent.name for p in (run / "results/bs/models").glob("*/best.pt")) == [ARCH]
@@ -216,7 +216,8 @@ def test_bone_suppression_part_runs_with_a_pretrained_model(tmp_path: Path) -> N
     assert layout.bs_checkpoint(ARCH).read_bytes() == ckpt.read_bytes()
     best = json.loads(layout.bs_best.read_text())
     assert best["training_skipped"] and best["pretrained"] == str(ckpt)
-    assert set(best["paired_vs_identity"]) == {"scanner2", "heldout_test"}
+    verdict = json.loads(layout.bs_paired_verdict.read_text())  # the statistics: paired_bs
+    assert set(verdict["paired_vs_identity"]) == {"scanner2", "heldout_test"}
     assert layout.suppressed_stack("shenzhen").is_file()
     summary = pd.read_csv(layout.bs_summary)
     assert set(summary["arch"]) == {ARCH, "identity"}

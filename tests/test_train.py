@@ -21,7 +21,8 @@ from cxrbs.core.device import autocast_context, configure_threads, environment_i
 from cxrbs.core.errors import CxrbsError
 from cxrbs.bs.losses import CombinedLoss, msssim_settings
 from cxrbs.bs.metrics import evaluate_pairs
-from cxrbs.bs.train import HISTORY_COLUMNS, TrainConfig, load_bs_model, predict_images, train_bs
+from cxrbs.bs.predict import load_bs_model, predict_images
+from cxrbs.bs.train import HISTORY_COLUMNS, TrainConfig, train_bs
 
 MODEL = "resnet_bs"
 KWARGS = {"width": 8, "n_blocks": 2, "output": "residual"}
@@ -205,7 +206,7 @@ def test_val_loss_is_combined_loss_plus_penalty(data, tmp_path, monkeypatch) -> 
 def test_early_stopping_and_lr_schedule(data, tmp_path, monkeypatch) -> None:
     tr, va, _ = data
     # Validation never improves after epoch 1.
-    monkeypatch.setattr(train_mod, "_validate", lambda run, epoch: 0.5)
+    monkeypatch.setattr(train_mod, "_validate", lambda run, epoch: (0.5, 0.0))
     c = cfg(epochs=10, early_stopping_patience=3, lr_patience=0, lr=1e-3, min_lr=3e-4)
     summary = train_bs(MODEL, KWARGS, tr, va, c, tmp_path, progress=False)
     hist = pd.read_csv(tmp_path / "history.csv")

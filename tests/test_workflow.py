@@ -70,8 +70,8 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     assert result.returncode == 0, output(result)[-5000:]
     rules = {rule for rule, _ in planned_jobs(result)}
     expected = {"fetch_dataset", "build_manifest", "make_folds", "prepare_bs_pairs", "train_bs",
-                "evaluate_bs", "evaluate_identity", "summarize_bs", "select_bs", "suppress_tb",
-                "pretrain_cls", "finetune_cls", "evaluate_cls", "compare_cls"}
+                "evaluate_bs", "evaluate_identity", "summarize_bs", "select_bs", "paired_bs",
+                "suppress_tb", "pretrain_cls", "finetune_cls", "evaluate_cls", "compare_cls"}
     assert expected <= rules, expected - rules
 
 

@@ -94,6 +94,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return cls_commands.predict(args, progress=_progress(args))
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    return info_commands.check_config_files(args)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -138,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_train_cls(sub)
     _add_predict(sub)
+    _add_check_config(sub)
     return parser
 
 
@@ -336,6 +341,22 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="override the image side (default: the checkpoint's, else 256)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+
+
+def _add_check_config(sub: Any) -> None:
+    p = _sub(sub, "check-config", "check a workflow config file before snakemake reads it",
+             "Parse a config file as Snakemake does (JSON, then YAML) and check it against the "
+             "workflow's schema and its deeper checks. Every problem is one line on stderr, "
+             "FILE:LINE:COL: problem (a YAML syntax error where the parser stopped; a bad key at "
+             "the line it is written on), and the exit status is 2. Snakemake itself says only "
+             "\"Config file is not valid JSON or YAML\" for a syntax error; `make demo` and "
+             "`make dryrun` run this check first.",
+             cmd_check_config)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="config files (YAML or JSON)")
+    p.add_argument("--schema-only", action="store_true",
+                   help="skip the checks beyond the schema (model arguments, patient regexes), "
+                        "which import torch")
 
 
 # ----------------------------------------------------------------------------- entry point

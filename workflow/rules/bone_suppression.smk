@@ -39,10 +39,13 @@ rule train_bs:
         best="results/bs/models/{arch}/best.pt",
         last="results/bs/models/{arch}/last.pt",
         history="results/bs/models/{arch}/history.csv",
+        summary="results/bs/models/{arch}/train_summary.json",
     params:
         model_kwargs=lambda wildcards: config["bs"]["architectures"][wildcards.arch],
         train=config["bs"]["train"],
         seed=config["seed"],
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,
@@ -114,35 +117,53 @@ rule summarize_bs:
 
 
 rule select_bs:
-    """Pick the best model on the validation pairs only (never a test set), say why, and test
-    every model against identity (and the selected one against the others) image by image.
+    """Pick the best model on the validation pairs only (never a test set) and say why. The
+    decision alone: its params are what the choice reads (metric, selection set), so statistics
+    settings (bs.n_boot) never rewrite best.json nor rerun what is trained on suppressed images.
     With bs.pretrained there is one candidate: recorded as such, nothing selected."""
     input:
         summary="results/bs/eval/summary.csv",
-        per_image=expand(
-            "results/bs/eval/{arch}/{testset}.csv",
-            arch=ARCHS + ["identity"],
-            testset=BS_EVAL_SETS,
-        ),
         pretrained=["results/bs/models/pretrained/pretrained.json"] if PRETRAINED else [],
     output:
         best="results/bs/best.json",
-        paired=report(
-            "results/bs/eval/paired.csv",
-            caption="../report/bs_paired.rst",
-            category="Bone suppression",
-        ),
     params:
         metric=config["bs"]["select_metric"],
         selection_set=SELECTION_SET,
-        n_boot=config["bs"]["n_boot"],
-        seed=config["seed"],
     log:
         "logs/bs/select.log",
     conda:
         ENV
     script:
         "../scripts/select_bs.py"
+
+
+rule paired_bs:
+    """Test every model against identity (and the selected one against the others) image by
+    image on every evaluated set. Statistics only: the report reads them, nothing trained does."""
+    input:
+        best="results/bs/best.json",
+        per_image=expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
+    output:
+        paired=report(
+            "results/bs/eval/paired.csv",
+            caption="../report/bs_paired.rst",
+            category="Bone suppression",
+        ),
+        verdict="results/bs/eval/paired_vs_identity.json",
+    params:
+        metric=config["bs"]["select_metric"],
+        n_boot=config["bs"]["n_boot"],
+        seed=config["seed"],
+    log:
+        "logs/bs/paired.log",
+    conda:
+        ENV
+    script:
+        "../scripts/paired_bs.py"
 
 
 rule control_tb:
@@ -157,8 +178,8 @@ rule control_tb:
         manifest="results/control/{tbset}/manifest.csv",
     params:
         seed=lambda wildcards: dataset_seed(wildcards.tbset),
-        low_pct=config["preprocess"].get("low_percentile", 1.0),
-        high_pct=config["preprocess"].get("high_percentile", 99.0),
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     log:
         "logs/bs/control_{tbset}.log",
     conda:
@@ -179,8 +200,8 @@ rule suppress_tb:
         images="results/suppressed/{tbset}/images.npy",
     params:
         batch_size=config["bs"]["suppress_batch_size"],
-        low_pct=config["preprocess"].get("low_percentile", 1.0),
-        high_pct=config["preprocess"].get("high_percentile", 99.0),
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,

@@ -20,6 +20,8 @@ rule pretrain_cls:
         train=config["cls"]["pretrain"],
         seed=config["seed"],
         hog_floor=config["cls"]["hog_floor"],
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,
@@ -48,6 +50,8 @@ rule finetune_cls:
         input_size=config["cls"]["input_size"],
         seed=config["seed"],
         hog_floor=config["cls"]["hog_floor"],
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,
@@ -76,6 +80,8 @@ rule finetune_cls_repeat:
         input_size=config["cls"]["input_size"],
         seed=lambda wildcards: repeat_seed(wildcards.repeat),
         hog_floor=False,
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,

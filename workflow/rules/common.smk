@@ -88,6 +88,11 @@ def repeat_seed(repeat):
     return config["seed"] + 1000 * int(repeat)
 
 
+# The contrast stretch every stack, checkpoint and suppression uses; jobs get it as params.
+LOW_PCT = config["preprocess"].get("low_percentile", 1.0)
+HIGH_PCT = config["preprocess"].get("high_percentile", 99.0)
+
+
 def preprocess_params():
     return {
         "size": config["image_size"],

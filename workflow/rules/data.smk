@@ -73,6 +73,7 @@ rule prepare_bs_pairs:
     params:
         val_fraction=config["bs"]["val_fraction"],
         test_fraction=config["bs"]["test_fraction"],
+        stratify_regex=config["bs"]["stratify_regex"],
         augment=config["bs"]["augment"],
         seed=config["seed"],
     resources:

@@ -110,6 +110,9 @@ rule report:
         crm_boxes=["results/cls/crm_boxes.csv"] if BOXES_CSV else [],
         bs_summary="results/bs/eval/summary.csv",
         bs_best="results/bs/best.json",
+        # the statistics of the choice: only the report reads them (bs.n_boot reruns no training)
+        bs_paired="results/bs/eval/paired.csv",
+        bs_paired_verdict="results/bs/eval/paired_vs_identity.json",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",
         pretrain_summary="results/cls/pretrain/train_summary.json",

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cxrbs.cls.pipeline import finetune_fold
-from cxrbs.core.snakemake_glue import percentiles, run
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):
@@ -10,7 +10,7 @@ def main(sm):
                   init_checkpoint=Path(sm.input.pretrained), train_cfg=dict(sm.params.train),
                   seed=sm.params.seed, outdir=Path(sm.output.model).parent, threads=sm.threads,
                   hog_floor=sm.params.hog_floor, input_size=sm.params.input_size,
-                  **percentiles(sm.config))
+                  low_pct=sm.params.low_pct, high_pct=sm.params.high_pct)
 
 
 run(snakemake, main)  # noqa: F821

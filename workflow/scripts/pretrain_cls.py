@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from cxrbs.cls.pipeline import pretrain
-from cxrbs.core.snakemake_glue import percentiles, run
+from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):
@@ -14,7 +14,7 @@ def main(sm):
              model=sm.params.model, model_kwargs=dict(sm.params.model_kwargs), train_cfg=dict(sm.params.train),
              seed=sm.params.seed, outdir=Path(sm.output.model).parent, weights=weights,
              threads=sm.threads, hog_floor=sm.params.hog_floor, input_size=sm.params.input_size,
-             **percentiles(sm.config))
+             low_pct=sm.params.low_pct, high_pct=sm.params.high_pct)
 
 
 run(snakemake, main)  # noqa: F821

@@ -1,7 +1,9 @@
 """Bone-suppression models shipped inside the package, so users can suppress without JSRT access.
 
-Each bundled model is a checkpoint in the one cxrbs format beside a model card (Markdown) and an
-entry in ``cxrbs/bundled/models.json`` holding its sha256 and the card's headline figures. The
+Each bundled model is a checkpoint in the one cxrbs format beside a model card (Markdown), a
+machine-readable ``<name>.metadata.json`` (input/output spec, data and licence, evaluation
+metrics; written by :mod:`cxrbs.bs.package`, the workflow's ``bundle`` rule) and an entry in
+``cxrbs/bundled/models.json`` holding its sha256 and the card's headline figures. The
 checksum is verified on every load: a corrupt or tampered weight file fails with one line naming
 the file and both checksums, never with a traceback from the unpickler.
 """
@@ -32,6 +34,8 @@ class BundledModel:
     default: bool = False
     figures: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_file: Path | None = None
 
 
 def _index(directory: Path) -> dict[str, Any]:
@@ -47,17 +51,31 @@ def _index(directory: Path) -> dict[str, Any]:
     return data
 
 
+def _metadata(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CxrbsError(f"bundled model metadata {path} is unreadable ({exc}): reinstall cxrbs") \
+            from exc
+    if not isinstance(data, dict):
+        raise CxrbsError(f"bundled model metadata {path} is not a JSON object: reinstall cxrbs")
+    return data
+
+
 def list_bundled(directory: Path | None = None) -> list[BundledModel]:
     """Every bundled model, default first."""
     directory = directory or BUNDLED_DIR
     models = []
     for name, entry in sorted(_index(directory).items()):
         try:
+            meta_file = directory / str(entry["metadata"]) if entry.get("metadata") else None
+            meta = _metadata(meta_file) if meta_file is not None else {}
             models.append(BundledModel(
                 name=name, weights=directory / str(entry["file"]), sha256=str(entry["sha256"]),
                 card=directory / str(entry["card"]), default=bool(entry.get("default", False)),
                 figures=dict(entry.get("figures", {})),
-                description=str(entry.get("description", "")),
+                description=str(meta.get("description") or entry.get("description", "")),
+                metadata=meta, metadata_file=meta_file,
             ))
         except (KeyError, TypeError) as exc:
             raise CxrbsError(f"bundled model {name!r} in {directory / INDEX_NAME} lacks {exc}: "
@@ -100,11 +118,24 @@ def verified_weights(model: BundledModel) -> Path:
 
 def describe(model: BundledModel) -> str:
     """One paragraph for `cxrbs models`: name, what it is, the card's headline figures."""
-    lines = [f"{model.name}{'  (default)' if model.default else ''}"]
+    meta = model.metadata
+    version = f", version {meta['version']}" if meta.get("version") else ""
+    lines = [f"{model.name}{'  (default)' if model.default else ''}{version}"]
     if model.description:
         lines.append(f"  {model.description}")
+    if meta.get("intended_use"):
+        lines.append(f"  intended use: {meta['intended_use']}")
+    spec = meta.get("network_data_format", {}).get("inputs", {}).get("image", {})
+    if spec:
+        lines.append(f"  input: {spec.get('num_channels')} channel, "
+                     f"{'x'.join(str(s) for s in spec.get('spatial_shape', []))} at the network, "
+                     f"{spec.get('dtype')} in {spec.get('value_range')}, {spec.get('polarity')}")
+    if meta.get("data_license"):
+        lines.append(f"  licence: {meta['data_license']}")
     for key, value in model.figures.items():
         lines.append(f"  {key}: {value}")
     lines.append(f"  weights: {model.weights}  sha256 {model.sha256[:16]}…")
     lines.append(f"  model card: {model.card}")
+    if model.metadata_file is not None:
+        lines.append(f"  metadata: {model.metadata_file}")
     return "\n".join(lines)

@@ -7,10 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cxrbs.bs.online_augment import OnlineAugment
 from cxrbs.core.device import AMP_MODES
 from cxrbs.core.errors import CxrbsError
+from cxrbs.training.schedule import SCHEDULES
 
-__all__ = ["TrainConfig"]
+__all__ = ["OPTIMIZERS", "SELECT_ON", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "adamw")
+#: ``val_loss``: the training loss on validation crops (the study); ``psnr_gain``: the mean PSNR
+#: gain over the identity baseline on whole validation images (what the bundled model is chosen on).
+SELECT_ON = ("val_loss", "psnr_gain")
 
 
 @dataclass
@@ -34,6 +41,20 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     val_batch_size: int = 4
+    # The recipe beyond the study (issue 20): what made the bundled model, now config keys.
+    schedule: str = "plateau"
+    warmup_frac: float = 0.0
+    min_lr_frac: float = 0.02
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    ema_decay: float = 0.0
+    grad_clip: float | None = None
+    select_on: str = "val_loss"
+    online_augment: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def augment(self) -> OnlineAugment:
+        return OnlineAugment.from_mapping(self.online_augment)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -54,7 +75,8 @@ class TrainConfig:
         ints = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience", "lr_patience",
                 "seed")
         optional_ints = ("crop_size", "steps_per_epoch", "threads")
-        floats = ("lr", "lr_factor", "min_lr", "mae_weight", "msssim_weight")
+        floats = ("lr", "lr_factor", "min_lr", "mae_weight", "msssim_weight", "warmup_frac",
+                  "min_lr_frac", "weight_decay", "ema_decay")
         for key in ints + optional_ints:
             value = getattr(self, key)
             if value is None and key in optional_ints:
@@ -93,6 +115,27 @@ class TrainConfig:
             raise CxrbsError(
                 f"training setting steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}"
             )
+        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "select_on": SELECT_ON}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise CxrbsError(f"training setting {key} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, key)!r}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise CxrbsError(f"training setting warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not 0.0 <= self.min_lr_frac <= 1.0:
+            raise CxrbsError(f"training setting min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise CxrbsError(f"training setting ema_decay must be in [0, 1) (0: off), "
+                             f"got {self.ema_decay}")
+        if self.weight_decay < 0:
+            raise CxrbsError(f"training setting weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and (isinstance(self.grad_clip, bool)
+                                           or not float(self.grad_clip) > 0):
+            raise CxrbsError(f"training setting grad_clip must be > 0 or null, got {self.grad_clip}")
+        if not isinstance(self.online_augment, Mapping):
+            raise CxrbsError("training setting online_augment must be a mapping, "
+                             f"got {self.online_augment!r}")
+        self.augment.validate()
         if self.amp not in AMP_MODES:
             raise CxrbsError(
                 f"training setting amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"

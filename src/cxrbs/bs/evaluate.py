@@ -13,7 +13,7 @@ from cxrbs.data.stacks import read_manifest, read_stack
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 from cxrbs.bs.metrics import evaluate_pairs, summarize
-from cxrbs.bs.train import load_bs_model, predict_images
+from cxrbs.bs.predict import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +110,23 @@ def select_best(summary: pd.DataFrame, *, metric: str,
             "identity_value": identity_value, "beats_identity": beats,
             "checkpoint": str(Layout().bs_checkpoint(str(best))), "reason": reason,
             "ranking": {a: float(v) for a, v in ranking.items()}}
+
+
+def chosen_checkpoint(choice: dict[str, Any], candidates: list[Path]) -> Path:
+    """The candidate checkpoint ``best.json`` names (its ``checkpoint``, else its ``arch``).
+
+    The workflow passes every candidate as a declared input, so the checkpoint used is always a
+    file Snakemake tracks, never a path rebuilt by hand.
+    """
+    wanted = str(choice.get("checkpoint") or "")
+    arch = str(choice.get("arch") or "")
+    parts = Path(wanted).parts
+    for path in candidates:
+        if parts and Path(path).parts[-len(parts):] == parts:
+            return Path(path)
+    for path in candidates:
+        if Path(path).parent.name == arch:
+            return Path(path)
+    raise CxrbsError(f"best.json names {wanted or arch!r}, which is none of the candidate "
+                     f"checkpoints ({', '.join(map(str, candidates)) or 'none'}); rerun the "
+                     "workflow (snakemake --forcerun select_bs)")

@@ -11,6 +11,7 @@ Selecting the model on a set and then reporting that set's score as a test resul
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,51 @@ def load_pair_sets(manifests: list[Path], stacks: list[Path]) -> tuple[np.ndarra
     return np.concatenate(arrays), pd.concat(frames, ignore_index=True)
 
 
+def strata_of(patient_ids: np.ndarray, regex: str | None) -> np.ndarray | None:
+    """The stratum of each patient: the first capture group (or whole match) of ``regex`` on the
+    patient id, "" where it does not match; None without a regex."""
+    if regex is None:
+        return None
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise CxrbsError(f"bs.stratify_regex {regex!r} is not a valid regular expression: {exc}") \
+            from exc
+    out = []
+    for pid in np.asarray(patient_ids).astype(str):
+        m = pattern.search(pid)
+        out.append("" if m is None else (m.group(1) if pattern.groups else m.group(0)))
+    return np.asarray(out, dtype=object)
+
+
 def split_pairs(patient_keys: np.ndarray, *, val_fraction: float, test_fraction: float,
-                seed: int) -> np.ndarray:
+                seed: int, strata: np.ndarray | None = None) -> np.ndarray:
     """'train', 'val' or 'test' per pair, grouped by patient.
 
     The test patients are drawn first (``test_fraction`` of all patients), then the validation
     patients from the rest, so that ``val_fraction`` stays a fraction of all patients. With
     ``test_fraction = 0`` the validation split is exactly the one earlier versions drew.
+    With ``strata`` (one label per pair, see :func:`strata_of`) each stratum is split on its own,
+    so e.g. JSRT's nodule and no-nodule patients are in every part in the same proportion; a
+    stratum of fewer than 3 patients joins the largest one.
     """
     if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
         raise CxrbsError(f"bs.val_fraction ({val_fraction}) + bs.test_fraction ({test_fraction}) "
                          "must leave patients for training (sum below 1, test_fraction >= 0)")
     keys = np.asarray(patient_keys)
+    if strata is not None:
+        strata = np.asarray(strata, dtype=object).copy()
+        sizes = {s: len(set(keys[strata == s])) for s in set(strata)}
+        largest = max(sizes, key=lambda s: (sizes[s], str(s)))
+        for s, n in sizes.items():
+            if n < 3:
+                strata[strata == s] = largest
+        split = np.full(keys.size, "train", dtype=object)
+        for s in sorted(set(strata), key=str):
+            idx = np.flatnonzero(strata == s)
+            split[idx] = split_pairs(keys[idx], val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed)
+        return split
     split = np.full(keys.size, "train", dtype=object)
     if test_fraction > 0:
         split[patient_split(keys, val_fraction=test_fraction, seed=seed)] = "test"
@@ -69,14 +103,16 @@ def split_pairs(patient_keys: np.ndarray, *, val_fraction: float, test_fraction:
 def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path, val_out: Path,
                   split_out: Path, val_fraction: float, n_pairs: int, seed: int,
                   augment: dict[str, Any] | None = None, progress: bool = True,
-                  test_out: Path | None = None, test_fraction: float = 0.0) -> dict[str, int]:
+                  test_out: Path | None = None, test_fraction: float = 0.0,
+                  stratify_regex: str | None = None) -> dict[str, int]:
     """Write ``train.npy`` (augmented, float32 (N,2,S,S)), ``val.npy`` and ``test.npy`` (originals)
     and ``split.csv`` (train/val/test per pair)."""
     if test_fraction > 0 and test_out is None:
         raise CxrbsError("prepare_pairs: test_fraction > 0 needs test_out (where test.npy goes)")
     pairs, frame = load_pair_sets(manifests, stacks)
     split_of = split_pairs(frame["patient_key"].to_numpy(), val_fraction=val_fraction,
-                           test_fraction=test_fraction, seed=seed)
+                           test_fraction=test_fraction, seed=seed,
+                           strata=strata_of(frame["patient_id"].to_numpy(), stratify_regex))
     train_idx = np.flatnonzero(split_of == "train")
     val_idx, test_idx = np.flatnonzero(split_of == "val"), np.flatnonzero(split_of == "test")
     opts = {k: v for k, v in (augment or {}).items() if k in AUGMENT_KEYS}
@@ -84,7 +120,7 @@ def prepare_pairs(manifests: list[Path], stacks: list[Path], *, train_out: Path,
         opts["zoom"] = tuple(opts["zoom"])
     cfg = AugmentConfig(**opts)
     n_out = max(int(n_pairs), len(train_idx))
-    if n_out > n_pairs:
+    if 0 < n_pairs < n_out:
         log.warning("n_pairs=%d is below the %d training originals; keeping all originals", n_pairs,
                     len(train_idx))
     outs = [p for p in (train_out, val_out, split_out, test_out) if p is not None]

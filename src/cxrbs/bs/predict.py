@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,7 +13,7 @@ from cxrbs.bs.metrics import as_float01
 from cxrbs.core.device import autocast_context, select_device
 from cxrbs.core.errors import CxrbsError
 
-__all__ = ["predict_images"]
+__all__ = ["load_bs_model", "predict_images"]
 
 
 def predict_images(
@@ -53,3 +56,16 @@ def predict_images(
     finally:
         model.train(was_training)
     return out
+
+
+def load_bs_model(
+    path: str | Path, device: str | torch.device = "cpu", *, sha256: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A bone-suppression model (eval mode) and its metadata; see cxrbs.models.checkpoint.
+
+    It lives here, not beside the training loop, so that inference never imports training code.
+    """
+    from cxrbs.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, "bs", sha256=sha256, device=select_device(str(device)),
+                           purpose="`suppress`")

@@ -27,10 +27,11 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 from cxrbs.core.progress import progress_iter
 from cxrbs.data.files import IMAGE_SUFFIXES as SUPPORTED_SUFFIXES
+from cxrbs.data.checks import file_kind
 from cxrbs.data.files import walk_images
-from cxrbs.data.io import is_dicom, read_image, write_dicom_derived, write_png
+from cxrbs.data.io import read_image, write_dicom_derived, write_png
 from cxrbs.data.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
-from cxrbs.bs.train import load_bs_model, predict_images
+from cxrbs.bs.predict import load_bs_model, predict_images
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +167,21 @@ def iter_inputs(inputs: Iterable[Path], *, exclude: Iterable[Path] = ()) -> Iter
 
 
 def suppress_image(model: Any, image: np.ndarray, *, size: int, low_pct: float = 1.0,
-                   high_pct: float = 99.0, full_resolution: bool = True) -> np.ndarray:
-    """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path."""
+                   high_pct: float = 99.0, full_resolution: bool = True,
+                   flip_tta: bool = False) -> np.ndarray:
+    """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path.
+
+    ``flip_tta`` averages the prediction of the image and of its left-right mirror (mirrored
+    back): a test-time augmentation measured in the bundled model's search (README).
+    """
     small = resize_image(image.astype(np.float64), size)
     lo, hi = stretch_limits(small, low_pct, high_pct)
     x = apply_stretch(small, lo, hi)
-    pred = predict_images(model, x[None], batch_size=1)[0]
+    if flip_tta:
+        both = predict_images(model, np.stack([x, x[:, ::-1].copy()]), batch_size=2)
+        pred = 0.5 * (both[0] + both[1][:, ::-1])
+    else:
+        pred = predict_images(model, x[None], batch_size=1)[0]
     if not full_resolution:
         return pred
     bone_small = (x - pred) * (hi - lo)  # back on the original intensity scale
@@ -253,7 +263,7 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     written = []
     for path, target in progress_iter(plan, desc="suppress", bar=progress, unit="image"):
         try:
-            if fmt == "dicom" and not is_dicom(path):
+            if fmt == "dicom" and file_kind(path) != "dicom":  # a pipe: "not a regular file"
                 raise CxrbsError(f"{path}: DICOM output needs a DICOM input to take the patient "
                                  "and study tags from; use --format png for this file")
             result = suppress_image(model, read_image(path), size=size,

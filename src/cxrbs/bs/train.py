@@ -10,6 +10,12 @@ non-deterministic kernels, so results agree only to rounding.
 Validation uses whole images when ``crop_size`` is None, else centre crops of
 ``min(2 * crop_size, H, W)``: more context than the training crops (less border effect) at a
 bounded cost, since a 256 px ResNet-BS forward pass takes about a second on a CPU.
+
+Beyond the study's recipe (Adam, ReduceLROnPlateau, selection on validation loss) the same loop
+runs the recipe of the bundled model (issue 20), all as ``bs.train`` keys: warm-up + cosine over
+the step budget, AdamW, an EMA of the weights (validated and saved instead of the raw weights),
+gradient clipping, online pair-consistent augmentation (:mod:`cxrbs.bs.online_augment`) and
+selection on the validation PSNR gain over the identity baseline, the number a user cares about.
 """
 
 from __future__ import annotations
@@ -39,17 +45,18 @@ from cxrbs.core.device import (
 from cxrbs.core.errors import CxrbsError
 from cxrbs.bs.losses import CombinedLoss, msssim_settings
 from cxrbs.bs.metrics import as_float01, check_pair_stack
-from cxrbs.models.checkpoint import header, load_checkpoint
+from cxrbs.models.checkpoint import header
 from cxrbs.bs.config import TrainConfig
-from cxrbs.bs.predict import predict_images
+from cxrbs.bs.online_augment import OnlineAugment, augment_crop, draw_crop
 from cxrbs.training import loop
+from cxrbs.training.ema import ema_of
+from cxrbs.training.schedule import warmup_cosine
 
-__all__ = ["HISTORY_COLUMNS", "TrainConfig", "load_bs_model", "predict_images", "train_bs",
-           "val_side"]
+__all__ = ["HISTORY_COLUMNS", "TrainConfig", "train_bs", "val_side"]
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "lr", "seconds", "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_psnr_gain", "lr", "seconds", "images_per_s"]
 # Config fields that may differ between a killed run and its resumption: they do not change what
 # an epoch computes (more epochs extend the same run; threads/device only change speed).
 _RESUME_FREE = ("epochs", "threads", "device")
@@ -62,7 +69,7 @@ class _Run:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     scaler: torch.amp.GradScaler
     criterion: CombinedLoss
     device: torch.device
@@ -72,6 +79,33 @@ class _Run:
     progress: bool
     low_pct: float = 1.0
     high_pct: float = 99.0
+    ema: Any = None  # torch AveragedModel when ema_decay > 0
+    step: int = 0  # optimiser steps so far (the cosine schedule's clock)
+    augment: OnlineAugment = dataclasses.field(default_factory=OnlineAugment)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated and saved: the weights' moving average when ``ema_decay`` > 0."""
+        return self.model if self.ema is None else self.ema.module
+
+    def steps_per_epoch(self) -> int:
+        if self.cfg.steps_per_epoch is not None:
+            return int(self.cfg.steps_per_epoch)
+        return -(-int(self.train_pairs.shape[0]) // int(self.cfg.batch_size))
+
+    def step_budget(self) -> int:
+        """Optimiser steps of the whole run: the horizon of the cosine schedule."""
+        return int(self.cfg.epochs) * self.steps_per_epoch()
+
+    def set_step_lr(self) -> None:
+        """cosine: the learning rate of the coming step, a function of the step count only."""
+        cfg = self.cfg
+        if cfg.schedule != "cosine":
+            return
+        lr = cfg.lr * warmup_cosine(self.step / self.step_budget(), warmup_frac=cfg.warmup_frac,
+                                    min_lr_frac=cfg.min_lr_frac)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
 
 _plain = loop.plain
@@ -85,9 +119,15 @@ def val_side(cfg: TrainConfig, height: int, width: int) -> int | None:
 
 
 def _load_batch(
-    pairs: np.ndarray, idx: np.ndarray, crop: int | None, rng: np.random.Generator
+    pairs: np.ndarray, idx: np.ndarray, crop: int | None, rng: np.random.Generator,
+    augment: OnlineAugment | None = None,
 ) -> Tensor:
-    """(B,2,c,c) float32 tensor; the same random crop window for source and target."""
+    """(B,2,c,c) float32 tensor; the same random crop window (and, with ``augment``, the same
+    random changes) for source and target."""
+    if augment is not None and augment.active:
+        return torch.from_numpy(np.stack([
+            augment_crop(draw_crop(as_float01(pairs[i]), crop, augment, rng), augment, rng)
+            for i in idx]))
     if crop is None:
         return torch.from_numpy(as_float01(pairs[idx]))
     _, _, h, w = pairs.shape
@@ -118,10 +158,16 @@ def _penalty(model: nn.Module) -> Tensor | float:
     return fn() if callable(fn) else 0.0
 
 
-def _loss(run: _Run, x: Tensor, y: Tensor) -> Tensor:
+def _loss(run: _Run, x: Tensor, y: Tensor, model: nn.Module | None = None) -> Tensor:
+    return _loss_and_pred(run, x, y, model)[0]
+
+
+def _loss_and_pred(run: _Run, x: Tensor, y: Tensor,
+                   model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+    net = run.model if model is None else model
     with autocast_context(run.device, run.cfg.amp):
-        pred = run.model(x)
-    return run.criterion(pred, y) + _penalty(run.model)
+        pred = net(x)
+    return run.criterion(pred, y) + _penalty(net), pred
 
 
 def _non_finite(what: str, epoch: int, step: int | None, run: _Run) -> CxrbsError:
@@ -143,11 +189,16 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, float]:
     t0 = time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not run.progress)
     for step, idx in enumerate(bar, start=1):
-        x, y = _to_device(_load_batch(run.train_pairs, idx, cfg.crop_size, rng), run)
+        x, y = _to_device(_load_batch(run.train_pairs, idx, cfg.crop_size, rng, run.augment), run)
+        run.set_step_lr()
         loss = _loss(run, x, y)
         value = float(loss.detach())
         loop.optimise(loss, value, run.optimizer, run.scaler,
-                      lambda v: _non_finite("training loss", epoch, step, run))  # noqa: B023
+                      lambda v: _non_finite("training loss", epoch, step, run),  # noqa: B023
+                      grad_clip=cfg.grad_clip)
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        run.step += 1
         total += value * len(idx)
         seen += len(idx)
         bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
@@ -155,20 +206,34 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, float]:
     return total / seen, seen, time.perf_counter() - t0
 
 
-def _validate(run: _Run, epoch: int) -> float:
-    """Mean loss per validation image, same loss as training (penalty included, like Keras)."""
+def _psnr_db(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image PSNR (data range 1, capped like :func:`cxrbs.bs.metrics.psnr`) of (B,1,H,W)."""
+    from cxrbs.bs.metrics import PSNR_CAP_DB
+
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(dim=1)
+    return (10.0 * torch.log10(1.0 / mse.clamp_min(1e-30))).clamp(max=PSNR_CAP_DB)
+
+
+def _validate(run: _Run, epoch: int) -> tuple[float, float]:
+    """Mean loss per validation image, same loss as training (penalty included, like Keras),
+    and the mean PSNR gain over identity of the prediction (clipped to [0, 1], as deployed)."""
     pairs, bs = run.val_pairs, int(run.cfg.val_batch_size)
     side = val_side(run.cfg, pairs.shape[2], pairs.shape[3])
-    run.model.eval()
-    total = 0.0
+    model = run.eval_model
+    was_training = model.training
+    model.eval()
+    total, gain = 0.0, 0.0
     with torch.inference_mode():
         for start in range(0, pairs.shape[0], bs):
             x, y = _to_device(_centre_crop(pairs, start, start + bs, side), run)
-            total += float(_loss(run, x, y)) * x.shape[0]
-    value = total / pairs.shape[0]
-    if not math.isfinite(value):
+            loss, pred = _loss_and_pred(run, x, y, model)
+            total += float(loss) * x.shape[0]
+            gain += float((_psnr_db(pred.clamp(0.0, 1.0), y) - _psnr_db(x, y)).sum())
+    model.train(was_training)
+    value, gain = total / pairs.shape[0], gain / pairs.shape[0]
+    if not (math.isfinite(value) and math.isfinite(gain)):
         raise _non_finite("validation loss", epoch, None, run)
-    return value
+    return value, gain
 
 
 def _msssim_meta(side: int) -> dict[str, Any]:
@@ -186,7 +251,8 @@ def _metadata(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: l
     head = header(kind="bs", model_name=model_name, model_kwargs=_plain(model_kwargs),
                   input_size=int(vh) if vh == vw else [int(vh), int(vw)], seed=int(cfg.seed),
                   versions=versions, low_pct=run.low_pct, high_pct=run.high_pct,
-                  output_mode=str(dict(model_kwargs).get("output", "direct")))
+                  output_mode=str(getattr(run.model, "output", None)
+                                      or dict(model_kwargs).get("output", "direct")))
     return {
         **head,
         "config": _plain(dataclasses.asdict(cfg)),
@@ -209,7 +275,10 @@ def _metadata(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: l
 
 
 def _resume_key(meta: Mapping[str, Any]) -> dict[str, Any]:
-    config = {k: v for k, v in dict(meta.get("config", {})).items() if k not in _RESUME_FREE}
+    config = dict(meta.get("config", {}))
+    # The cosine schedule spans epochs x steps: more epochs would be another run's schedule.
+    free = _RESUME_FREE if config.get("schedule", "plateau") != "cosine" else ("threads", "device")
+    config = {k: v for k, v in config.items() if k not in free}
     return _plain(
         {
             "format": meta.get("format"),
@@ -267,14 +336,18 @@ class _BsTask:
         return loop.EpochResult(*_train_epoch(self.run, epoch))
 
     def validate(self, epoch: int) -> loop.Validation:
-        return loop.Validation(_validate(self.run, epoch))
+        """Lower is better: the loss, or minus the PSNR gain (``select_on: psnr_gain``)."""
+        val_loss, gain = _validate(self.run, epoch)
+        info = {"val_loss": val_loss, "val_psnr_gain": gain}
+        return loop.Validation(-gain if self.run.cfg.select_on == "psnr_gain" else val_loss, info)
 
     def history_row(self, epoch: int, result: loop.EpochResult, val: loop.Validation,
                     lr_before: float, seconds: float) -> dict[str, Any]:
         return {
             "epoch": int(epoch),
             "loss": float(result.loss),
-            "val_loss": float(val.loss),
+            "val_loss": float(val.info["val_loss"]),
+            "val_psnr_gain": float(val.info["val_psnr_gain"]),
             "lr": float(lr_before),
             "seconds": float(seconds),
             "images_per_s": float(result.seen / result.seconds) if result.seconds > 0
@@ -288,34 +361,45 @@ class _BsTask:
         return None
 
     def schedule(self, epoch: int, val_loss: float) -> None:
-        self.run.scheduler.step(val_loss)
+        if self.run.scheduler is not None:
+            self.run.scheduler.step(val_loss)
 
     def metadata(self, state: loop.LoopState) -> dict[str, Any]:
         return _metadata(self.model_name, self.model_kwargs, self.run, state, self.versions)
 
     def model_state(self) -> dict[str, Tensor]:
-        return loop.cpu_state(self.run.model.state_dict())
+        """The weights best.pt gets: the EMA's when there is one (what was validated)."""
+        return loop.cpu_state(self.run.eval_model.state_dict())
 
     def training_state(self) -> dict[str, Any]:
         run = self.run
-        return {
-            "model_state": self.model_state(),
+        state: dict[str, Any] = {
+            "model_state": loop.cpu_state(run.model.state_dict()),
             "optimizer_state": run.optimizer.state_dict(),
-            "scheduler_state": run.scheduler.state_dict(),
             "scaler_state": run.scaler.state_dict(),
+            "train_step": int(run.step),
         }
+        if run.scheduler is not None:
+            state["scheduler_state"] = run.scheduler.state_dict()
+        if run.ema is not None:
+            state["ema_state"] = loop.cpu_state(run.ema.state_dict())
+        return state
 
     def load_training_state(self, ckpt: Mapping[str, Any]) -> None:
         run = self.run
         run.model.load_state_dict(ckpt["model_state"])
         run.optimizer.load_state_dict(ckpt["optimizer_state"])
-        run.scheduler.load_state_dict(ckpt["scheduler_state"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(ckpt["scheduler_state"])
+        if run.ema is not None:
+            run.ema.load_state_dict(ckpt["ema_state"])
         run.scaler.load_state_dict(ckpt["scaler_state"])
+        run.step = int(ckpt.get("train_step", 0))
 
     def log_epoch(self, epoch: int, row: Mapping[str, Any], improved: bool) -> None:
-        log.info("epoch %d/%d: loss %.5f val_loss %.5f lr %.2e (%.1f s)%s", epoch, self.epochs,
-                 row["loss"], row["val_loss"], row["lr"], row["seconds"],
-                 " *best*" if improved else "")
+        log.info("epoch %d/%d: loss %.5f val_loss %.5f val PSNR gain %+.3f dB lr %.2e (%.1f s)%s",
+                 epoch, self.epochs, row["loss"], row["val_loss"], row["val_psnr_gain"],
+                 row["lr"], row["seconds"], " *best*" if improved else "")
 
 
 @contextmanager
@@ -329,7 +413,8 @@ def _seeded_torch(seed: int, epoch: int, device: torch.device) -> Iterator[None]
 def _summary(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: loop.LoopState,
              meta: dict[str, Any], outdir: Path) -> dict[str, Any]:
     reason = (
-        f"early stopping: no val_loss improvement for {run.cfg.early_stopping_patience} epochs"
+        f"early stopping: no {run.cfg.select_on} improvement for "
+        f"{run.cfg.early_stopping_patience} epochs"
         if state.stopped_early
         else f"reached epochs={run.cfg.epochs}"
     )
@@ -340,6 +425,10 @@ def _summary(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: lo
         "epochs_run": int(state.epoch),
         "best_epoch": int(state.best_epoch),
         "best_val_loss": float(state.best_val),
+        "select_on": run.cfg.select_on,
+        "best_val_psnr_gain": float(state.history[state.best_epoch - 1]["val_psnr_gain"])
+        if state.best_epoch else float("nan"),
+        "steps": int(run.step),
         "final_lr": float(run.optimizer.param_groups[0]["lr"]),
         "stopped_early": bool(state.stopped_early),
         "stop_reason": reason,
@@ -357,6 +446,16 @@ def _summary(model_name: str, model_kwargs: dict[str, Any], run: _Run, state: lo
             "history": str(outdir / "history.csv"),
         },
     }
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the study) or AdamW with decay on weight tensors only (biases and norms excluded)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
 def train_bs(
@@ -385,7 +484,7 @@ def train_bs(
     model = _build_model(model_name, dict(model_kwargs), cfg.seed).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = _optimizer(model, cfg)
     run = _Run(
         model=model,
         optimizer=optimizer,
@@ -397,7 +496,9 @@ def train_bs(
             min_lr=cfg.min_lr,
             threshold=1e-4,
             threshold_mode="abs",
-        ),
+        ) if cfg.schedule == "plateau" else None,
+        ema=ema_of(model, cfg.ema_decay),
+        augment=cfg.augment,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
         # Validation crops are larger than the training crops but use the training MS-SSIM
         # scales and window: early stopping follows the objective being optimised.
@@ -423,11 +524,3 @@ def train_bs(
     summary = _summary(model_name, model_kwargs, run, state, meta, outdir)
     atomic.write_json(outdir / "train_summary.json", summary)
     return summary
-
-
-def load_bs_model(
-    path: str | Path, device: str | torch.device = "cpu", *, sha256: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A bone-suppression model (eval mode) and its metadata; see cxrbs.models.checkpoint."""
-    return load_checkpoint(path, "bs", sha256=sha256, device=select_device(str(device)),
-                           purpose="`suppress`")

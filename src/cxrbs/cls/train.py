@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from cxrbs.cls.augment import augment_batch, epoch_generator, mix_batch, mix_rng
@@ -63,6 +62,7 @@ from cxrbs.models.checkpoint import (
     save_checkpoint,
 )
 from cxrbs.training import loop
+from cxrbs.training.ema import ema_of
 
 __all__ = [  # ClsTrainConfig, augment_batch, predict_proba: re-exported from config/augment/predict
     "ClsTrainConfig",
@@ -150,7 +150,7 @@ class _Run:
             self.opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.ema = _ema_of(model, cfg.ema_decay)
+        self.ema = ema_of(model, cfg.ema_decay)
         self.step = 0
         self.stage_key = f"cls.{stage}" if stage else "cls.pretrain / cls.finetune"
         self._constant = False
@@ -314,23 +314,6 @@ class _Run:
             f"lower the learning rate ({self.stage_key}.lr), use optimizer adamw or a batch-norm "
             "model (resnet18, vgg16_bn, small_cnn)"
         )
-
-
-def _ema_of(model: nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of ``model``'s weights and batch-norm statistics.
-
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (as timm's and
-    TensorFlow's EMA do): with a few hundred steps per run, a fixed 0.999 would still be mostly the
-    random initialisation at the end.
-    """
-    if decay <= 0:
-        return None
-
-    def blend(avg: Tensor, new: Tensor, n: Tensor | int) -> Tensor:
-        d = min(decay, (1 + int(n)) / (10 + int(n)))
-        return avg + (new - avg) * (1 - d)
-
-    return AveragedModel(model, avg_fn=blend, use_buffers=True)
 
 
 def _fingerprint(images: np.ndarray, y: np.ndarray, ids: np.ndarray, val: np.ndarray,

@@ -49,7 +49,7 @@ def evaluate_bs(args: argparse.Namespace, *, progress: bool) -> int:
 
     from cxrbs.bs.evaluate import evaluate_model_on_pairs, summarize_evaluations
     from cxrbs.bs.suppress import model_image_size, resolve_model
-    from cxrbs.bs.train import load_bs_model
+    from cxrbs.bs.predict import load_bs_model
     from cxrbs.core.atomic import write_csv
 
     checks.check_evaluate_bs(args)

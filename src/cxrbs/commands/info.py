@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"name": m.name, "default": m.default, "weights": str(m.weights),
                            "sha256": m.sha256, "card": str(m.card), "figures": m.figures,
-                           "description": m.description} for m in bundled], indent=2))
+                           "description": m.description, "metadata": m.metadata}
+                          for m in bundled], indent=2))
         return 0
     if not bundled:
         print("no bundled models in this installation")
@@ -80,3 +82,23 @@ def phantoms(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} synthetic {args.kind} case(s) ({n_files} PNG files, {args.size}x"
           f"{args.size}) to {outdir}")
     return 0
+
+
+def check_config_files(args: argparse.Namespace) -> int:
+    """`cxrbs check-config FILE...`: one `FILE:LINE:COL: problem` line per problem (stderr)."""
+    from cxrbs.core.config_file import config_file_problems
+
+    failed = 0
+    for path in args.files:
+        try:
+            problems = config_file_problems(path, deep=not args.schema_only)
+        except CxrbsError as exc:
+            problems = [" ".join(str(exc).split())]
+        for line in problems:
+            print(line, file=sys.stderr, flush=True)
+        if problems:
+            failed += 1
+        elif not args.quiet:
+            print(f"{path}: valid (YAML syntax, schema"
+                  + ("" if args.schema_only else ", model arguments and patterns") + ")")
+    return EXIT_USER_ERROR if failed else 0

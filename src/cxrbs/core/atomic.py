@@ -3,7 +3,9 @@
 The temporary file and its folder are fsynced before and after the rename, so after a power
 loss the final name holds either the old or the complete new file. The rename never replaces
 anything but a regular file: a device (``-o /dev/null``), a FIFO or a folder given as an output
-is refused with one line, since renaming over ``/dev/full`` would replace the device itself.
+is refused with one line, since renaming over ``/dev/full`` would replace the device itself. A
+symbolic link is written through: its target is replaced (atomically, as any output), the link
+stays a link.
 
 A process killed mid-write (SIGKILL, OOM killer, node failure) cannot delete its temporary file;
 ``ensure_dir`` removes such leftovers the next time a job prepares the folder, and only those of
@@ -148,11 +150,32 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_target(final: str | os.PathLike[str]) -> Path:
+    """The file a write to ``final`` replaces: ``final`` itself, or for a symbolic link (a chain
+    of them included) the file it points to, so the link stays and its target changes.
+
+    A link whose target folder is missing, or a loop of links, is refused with one line.
+    """
+    final = Path(final)
+    if not final.is_symlink():
+        return final
+    target = Path(os.path.realpath(final))
+    if target.is_symlink():  # realpath stops inside a loop of links
+        raise CxrbsError(f"output {final} is a loop of symbolic links: refusing to write; give "
+                         "the path of a regular file")
+    if not target.parent.is_dir():
+        raise CxrbsError(f"output {final} is a symbolic link to {target}, whose folder does not "
+                         "exist: fix the link or remove it")
+    log.debug("writing %s through the link %s", target, final)
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; on success fsync and rename it onto ``final``, on failure
-    (or interrupt) delete it. ``final`` must not exist or be a regular file."""
-    final = Path(final)
+    (or interrupt) delete it. ``final`` must not exist or be a regular file; a symbolic link is
+    written through (its target is replaced, see :func:`write_target`)."""
+    final = write_target(final)
     check_replaceable(final)  # before any work: a refused output costs nothing
     _mkdir(final.parent)
     tmp = temp_path(final)

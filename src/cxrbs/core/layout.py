@@ -57,6 +57,11 @@ class Layout:
         """Per-test-set paired tests: each model vs identity, the selected model vs the others."""
         return self.bs_dir / "eval" / "paired.csv"
 
+    @property
+    def bs_paired_verdict(self) -> Path:
+        """The selected model vs identity on the selection metric, per evaluated set."""
+        return self.bs_dir / "eval" / "paired_vs_identity.json"
+
     def bs_model_dir(self, arch: str) -> Path:
         return self.bs_dir / "models" / arch
 
@@ -68,6 +73,14 @@ class Layout:
 
     def bs_eval(self, arch: str, testset: str) -> Path:
         return self.bs_dir / "eval" / arch / f"{testset}.csv"
+
+    def bs_eval_fullres(self, arch: str, testset: str) -> Path:
+        """Per-image scores of the full-resolution path (what ``cxrbs suppress`` returns)."""
+        return self.bs_dir / "eval_fullres" / arch / f"{testset}.csv"
+
+    def bundle_dir(self, name: str) -> Path:
+        """A packaged bundled model: weights, split, card, metadata.json, models.json, figure."""
+        return self.root / "bundle" / name
 
     def bs_eval_dir(self, arch: str) -> Path:
         return self.bs_dir / "eval" / arch
@@ -157,6 +170,25 @@ class Layout:
             return str(Path(path).relative_to(self.workflow_dir))
         except ValueError:
             return str(path)
+
+
+def writer_rule(path: str | Path) -> str | None:
+    """The workflow rule that writes the checkpoint ``path`` (under a ``results/`` folder), or
+    None for a file the workflow does not write: for advice such as ``--forcerun train_bs``."""
+    parts = Path(path).parts
+    if "results" not in parts:
+        return None
+    rel = parts[len(parts) - 1 - parts[::-1].index("results") + 1:]
+    if len(rel) == 4 and rel[:2] == ("bs", "models") and rel[3] in ("best.pt", "last.pt"):
+        return "use_pretrained_bs" if rel[2] == "pretrained" else "train_bs"
+    if rel == ("cls", "pretrain", "model.pt"):
+        return "pretrain_cls"
+    if len(rel) == 5 and rel[0] == "cls" and rel[3].startswith("fold") and rel[4] == "model.pt":
+        return "finetune_cls"
+    if (len(rel) == 6 and rel[0] == "cls" and rel[3].startswith("repeat")
+            and rel[4].startswith("fold") and rel[5] == "model.pt"):
+        return "finetune_cls_repeat"
+    return None
 
 
 WORKFLOW = Layout()

@@ -21,15 +21,29 @@ def configure_logging(log_file: str | None = None, level: int = logging.INFO) ->
     logging.captureWarnings(True)
 
 
+_job_rule: str | None = None
+
+
+def workflow_job() -> str | None:
+    """The rule whose job runs in this process (inside :func:`run`), else None (the CLI).
+
+    Messages deep in the package use it to give workflow advice in a workflow log (which rule
+    rebuilds a damaged file) instead of command-line advice.
+    """
+    return _job_rule
+
+
 def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
     """Run ``main(snakemake)``; a CxrbsError becomes one clear line in the log and exit status 1,
     a SIGTERM one line and exit status 143 after the temporaries were removed."""
+    global _job_rule
     configure_logging(snakemake.log[0] if snakemake.log else None)
     install_sigterm_handler()
     if getattr(snakemake, "threads", None):
         import torch
 
         torch.set_num_threads(int(snakemake.threads))
+    _job_rule = str(getattr(snakemake, "rule", None) or "workflow")
     try:
         main(snakemake)
     except CxrbsError as exc:
@@ -38,11 +52,6 @@ def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
     except Terminated:
         logging.getLogger("cxrbs").error("%s", MESSAGE)
         sys.exit(EXIT_SIGTERM)
+    finally:
+        _job_rule = None
 
-
-def percentiles(config: Any) -> dict[str, float]:
-    """``low_pct``/``high_pct`` of the config's ``preprocess`` section (default 1/99), recorded in
-    checkpoints so that inference stretches images as the training stacks were."""
-    pre = dict((config or {}).get("preprocess") or {})
-    return {"low_pct": float(pre.get("low_percentile", 1.0)),
-            "high_pct": float(pre.get("high_percentile", 99.0))}

@@ -7,6 +7,7 @@ every failure is a ``CxrbsError`` naming the file, including names that are not 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,31 @@ def as_path(path: PathArg) -> Path:
     return Path(os.fsdecode(path))
 
 
+def special_kind(mode: int) -> str:
+    """Words for a file that is not a regular file or a folder (from ``os.stat``'s mode)."""
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
 def file_kind(path: Path) -> str:
     """'raster' or 'dicom', after the checks that need no decoder (exists, non-empty, type)."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError as exc:
         raise fail(path, "file not found: check the path") from exc
     except OSError as exc:
         raise fail(path, f"cannot access file: {exc.strerror or exc}") from exc
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise fail(path, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):  # before the size: a device or a pipe reports 0 bytes
+        raise fail(path, f"is {special_kind(st.st_mode)}, not a regular file: give the path of "
+                         "an image file (copy the data into a file first)")
+    size = st.st_size
     if size == 0:
         raise fail(path, "file is empty (0 bytes): re-download or re-export it")
     suffix = path.suffix.lower()

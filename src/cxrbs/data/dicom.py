@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,8 @@ _STALE_KEYWORDS = (
     "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
 )  # fmt: skip
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- reading
@@ -200,14 +203,12 @@ def _dicom_to_unit(path: Path, ds: Dataset, raw: np.ndarray) -> np.ndarray:
 
 
 def _spacing(ds: Dataset) -> tuple[float, float] | None:
-    """(row, column) spacing in mm from the first spacing attribute present, else None."""
+    """(row, column) spacing in mm from the first valid spacing attribute (a zero spacing, as
+    some exporters write, says nothing), else None."""
     for keyword in _SPACING_KEYWORDS:
-        value = ds.get(keyword)
-        try:
-            if value is not None and len(value) == 2:
-                return float(value[0]), float(value[1])
-        except (TypeError, ValueError):
-            continue
+        value = _spacing_values(ds.get(keyword))
+        if value is not None:
+            return value
     return None
 
 
@@ -278,7 +279,7 @@ def write_dicom_derived(
         old_shape = (ds.get("Rows"), ds.get("Columns"))
         source = (ds.get("SOPClassUID"), ds.get("SOPInstanceUID"))
         _drop_stale(ds)
-        _rescale_spacing(ds, old_shape, stored.shape)
+        _rescale_spacing(ds, old_shape, stored.shape, tpl_path)
         _set_identity(ds, source, series_description)
         _set_pixels(ds, stored)
         ds.file_meta = _file_meta(ds)
@@ -299,6 +300,14 @@ def _drop_stale(ds: Dataset) -> None:
             del ds[tag]
 
 
+def _as_text(value: Any) -> str:
+    """An element value as DICOM writes it (multi-values joined by a backslash)."""
+    try:
+        return "\\".join(str(v) for v in value) if not isinstance(value, str) else value
+    except TypeError:
+        return str(value)
+
+
 def _put(ds: Dataset, **values: Any) -> None:
     """Set elements afresh: assigning to an existing element keeps the template's VR, which in a
     damaged file can be anything (e.g. text for HighBit) and fails only inside dcmwrite."""
@@ -308,15 +317,36 @@ def _put(ds: Dataset, **values: Any) -> None:
         setattr(ds, keyword, value)
 
 
+def _spacing_values(value: Any) -> tuple[float, float] | None:
+    """(row, column) mm of a spacing element, or None where the standard forbids the value
+    (spacing is a distance between pixel centres: positive and finite, two values)."""
+    try:
+        if value is None or len(value) != 2:
+            return None
+        row, col = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return (row, col) if all(np.isfinite(v) and v > 0 for v in (row, col)) else None
+
+
 def _rescale_spacing(
-    ds: Dataset, old: tuple[int | None, int | None], new: tuple[int, ...]
+    ds: Dataset, old: tuple[int | None, int | None], new: tuple[int, ...], source: Path
 ) -> None:
-    """Keep physical size: a 2x downsampled image has 2x the spacing between pixel centres."""
+    """Keep physical size: a 2x downsampled image has 2x the spacing between pixel centres.
+
+    A value the standard forbids (zero, negative, not a number: some exporters write 0\\0) is
+    not copied: the element is left out, and the log says so.
+    """
     for keyword in _SPACING_KEYWORDS:
         if keyword not in ds:
             continue
-        value = ds.get(keyword)
-        if not old[0] or not old[1] or value is None or len(value) != 2:
+        value = _spacing_values(ds.get(keyword))
+        if value is None:
+            log.warning("%s: %s %s is not a valid spacing (values must be > 0); left out of the "
+                        "derived image", show(source), keyword, _as_text(ds.get(keyword)))
+            delattr(ds, keyword)
+            continue
+        if not old[0] or not old[1]:
             delattr(ds, keyword)  # unknown geometry: no spacing beats a wrong one
             continue
         row_mm = float(value[0]) * old[0] / new[0]
@@ -347,6 +377,9 @@ def _set_identity(ds: Dataset, source: tuple[Any, Any], description: str) -> Non
     )  # fmt: skip
     if "Modality" not in ds:
         _put(ds, Modality="OT")
+    if sop_class not in _DX_PRESENTATION and "PatientOrientation" not in ds:
+        # Type 2 for CR and Secondary Capture (General Image module): empty says "unknown"
+        _put(ds, PatientOrientation="")
     if source[0] and source[1]:
         item = Dataset()
         item.ReferencedSOPClassUID = source[0]

@@ -10,6 +10,7 @@ another; here is the single answer. The walker never descends into an output fol
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,8 +29,13 @@ PathLike = str | os.PathLike[str]
 
 
 def has_dicom_marker(path: PathLike) -> bool:
-    """Whether bytes 128-131 read 'DICM' (the DICOM Part 10 preamble); unreadable files: no."""
+    """Whether bytes 128-131 read 'DICM' (the DICOM Part 10 preamble); unreadable files: no.
+
+    Only a regular file is opened: opening a named pipe would wait for a writer forever.
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:

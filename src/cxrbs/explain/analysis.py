@@ -44,7 +44,7 @@ VARIANTS = ("baseline", "bone_suppressed")
 
 
 def _load_bs_model(checkpoint: Path) -> Any:
-    from cxrbs.bs.train import load_bs_model
+    from cxrbs.bs.predict import load_bs_model
 
     return load_bs_model(checkpoint)[0]
 
@@ -123,7 +123,7 @@ def bs_examples(layout: Layout, config: Mapping[str, Any], out: _Out, note: _Not
         note(sec, f"model {arch}: checkpoint or per-image evaluation missing; "
                   "example images left out")
         return
-    from cxrbs.bs.train import predict_images
+    from cxrbs.bs.predict import predict_images
     from cxrbs.data.preprocess import from_uint16
     from cxrbs.data.stacks import load_stack, read_manifest
 

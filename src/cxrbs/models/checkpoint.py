@@ -103,8 +103,20 @@ def _foreign_type(path: Path) -> str | None:
     return None
 
 
-def _hint() -> str:
-    return "pass the .pt file written by cxrbs train-bs / train-cls"
+def _hint(path: Path) -> str:
+    """What to do about an unusable checkpoint: inside a workflow job, which rule rebuilds it
+    (the workflow wrote it); on the command line, which command writes one."""
+    from cxrbs.core.layout import writer_rule
+    from cxrbs.core.snakemake_glue import workflow_job
+
+    if workflow_job() is None:
+        return "pass the .pt file written by cxrbs train-bs / train-cls"
+    rule = writer_rule(path)
+    if rule is None:
+        return (f"replace {path} with a good copy, or delete it and run snakemake again to "
+                "rebuild what needs it")
+    return (f"rebuild it with `snakemake --forcerun {rule}` (or delete {path} and run snakemake "
+            "again: only what it feeds reruns)")
 
 
 def read_checkpoint(path: str | Path, *, sha256: str | None = None,
@@ -117,7 +129,7 @@ def read_checkpoint(path: str | Path, *, sha256: str | None = None,
     foreign = _foreign_type(path)
     if foreign is not None:
         what = foreign if foreign.startswith("a") else "not a torch file"
-        raise CxrbsError(f"{path} is {what}, not a cxrbs checkpoint: {_hint()}")
+        raise CxrbsError(f"{path} is {what}, not a cxrbs checkpoint: {_hint(path)}")
     if sha256 is not None:
         actual = sha256_of(path)
         if actual.lower() != sha256.lower():
@@ -129,13 +141,13 @@ def read_checkpoint(path: str | Path, *, sha256: str | None = None,
         why = ("it holds Python objects a cxrbs checkpoint never contains"
                if "weights only" in str(exc).lower() else "it is damaged or incomplete")
         raise CxrbsError(f"{path} is not a readable cxrbs checkpoint ({type(exc).__name__}: "
-                         f"{why}): {_hint()}") from exc
+                         f"{why}): {_hint(path)}") from exc
     if not isinstance(ckpt, dict) or "model_name" not in ckpt or not (
         WEIGHTS in ckpt or LEGACY_WEIGHTS in ckpt
     ):
         what = _NAME.get(expect or "", "cxrbs")
         raise CxrbsError(f"{path} is a torch file but not a {what} checkpoint written by cxrbs "
-                         f"(no model_name and weights): {_hint()}")
+                         f"(no model_name and weights): {_hint(path)}")
     return _normalise(ckpt)
 
 
@@ -185,6 +197,7 @@ def load_checkpoint(path: str | Path, expect: str | None = None, *, sha256: str 
     ``expect`` ("bs"/"cls") refuses a checkpoint of the other kind; ``purpose`` names the command
     in that message (e.g. "`suppress`").
     """
+    from cxrbs.core.snakemake_glue import workflow_job
     from cxrbs.models import create_model
 
     path = Path(path)
@@ -200,9 +213,10 @@ def load_checkpoint(path: str | Path, expect: str | None = None, *, sha256: str 
         model.load_state_dict(ckpt[WEIGHTS])
     except (CxrbsError, RuntimeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        advice = ("train it again with this version of cxrbs" if workflow_job() is None
+                  else _hint(path))
         raise CxrbsError(f"checkpoint {path} does not rebuild its model {name!r} {kwargs} "
-                         f"({type(exc).__name__}: {first}): train it again with this version "
-                         "of cxrbs") from exc
+                         f"({type(exc).__name__}: {first}): {advice}") from exc
     model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
     meta["path"] = str(path)

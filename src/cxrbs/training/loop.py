@@ -133,12 +133,21 @@ def epoch_batches(rng: np.random.Generator, items: np.ndarray, batch_size: int,
 
 
 def optimise(loss: Tensor, value: float, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, error: Callable[[float], CxrbsError]) -> None:
-    """One optimiser step, refusing a non-finite loss (``error`` words the advice)."""
+             scaler: torch.amp.GradScaler, error: Callable[[float], CxrbsError],
+             grad_clip: float | None = None) -> None:
+    """One optimiser step, refusing a non-finite loss (``error`` words the advice).
+
+    ``grad_clip`` bounds the global L2 norm of the (unscaled) gradients: one outlier batch cannot
+    throw a nearly trained model far off.
+    """
     if not math.isfinite(value):
         raise error(value)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
     scaler.step(optimizer)
     scaler.update()
 
