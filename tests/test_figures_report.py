@@ -297,8 +297,10 @@ def test_report_tables_show_identity_tests_and_config(tree: dict[str, Any]) -> N
     html = tree["html"]
     bs = html.split("<h2>Bone suppression</h2>")[1].split("<h2>")[0]
     assert 'class="dataframe cxrbs-table"' in bs and ">identity<" in bs
-    # convnet_bs is 2 dB below the identity: flagged in plain words
-    assert re.search(r">convnet_bs<.*?NOT better than leaving the image unchanged", bs, re.S)
+    # convnet_bs is 2 dB below the identity: never "better" (no paired tests in this tree: the
+    # column says so instead of reading the means, issue 22)
+    assert re.search(r">convnet_bs<.*?(NOT better than leaving the image unchanged|no paired "
+                     r"test against identity)", bs, re.S)
     stats = html.split("<h2>Statistics</h2>")[1].split("<h2>")[0]
     comparison = pd.read_csv(tree["results"] / "cls" / "comparison.csv")
     assert stats.count(f">{TEST_DELONG}<") == 1 and stats.count(f">{TEST_MCNEMAR}<") == 1
@@ -457,10 +459,19 @@ def test_bs_summary_table_and_number_format() -> None:
         "ci_low": [29.0, 0.01, 30.0, 0.005, 28.0, 0.02],
         "ci_high": [31.0, 0.03, 32.0, 0.015, 30.0, 0.04],
         "sd": 1.0, "n": 5})
-    table = bs_summary_table(summary).set_index("model")
+    # "beats identity" comes from the paired tests (adjusted p and CI), never from the means
+    paired = pd.DataFrame({"test_set": "t", "model_a": ["good", "good", "bad", "bad"],
+                           "model_b": "identity", "metric": ["psnr", "mae"] * 2,
+                           "a_better": [True, True, False, False]})
+    table = bs_summary_table(summary, paired).set_index("model")
     assert list(table.index) == ["bad", "good", "identity"]
     assert table.at["good", "beats identity on"] == "mae, psnr"  # lower MAE, higher PSNR
     assert table.at["bad", "beats identity on"].startswith("none: NOT better")
+    # higher mean PSNR but no significant paired test: not "better"
+    unsure = bs_summary_table(summary, paired.assign(a_better=False)).set_index("model")
+    assert unsure.at["good", "beats identity on"].startswith("none: NOT better")
+    assert bs_summary_table(summary).set_index("model").at["good", "beats identity on"] \
+        .startswith("n/a: no paired test")
     assert table.at["good", "psnr"] == "31 [30, 32]"
     assert format_number(0.123456) == "0.1235" and format_number(float("nan")) == "n/a"
     assert format_number(12345.6) == "1.235e+04" and format_number("x") == "x"

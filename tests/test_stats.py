@@ -19,7 +19,12 @@ from cxrbs.cls.stats import (
     delong_test,
     holm,
     mcnemar_test,
+    delong_seed_test,
+    detectable_auc_difference,
+    equivalence_test,
+    hanley_mcneil_variance,
     nadeau_bengio_test,
+    serial_gatekeeping,
     sign_flip_test,
 )
 
@@ -246,6 +251,11 @@ def _predictions(seed: int = 0, n: int = 240) -> pd.DataFrame:
                       base.assign(variant="bone_suppressed", probability=p_bs)], ignore_index=True)
 
 
+def base_auc_folds(base: pd.DataFrame) -> list[float]:
+    return [roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
+            for f in range(4)]
+
+
 def test_compare_variants_rows_and_direction() -> None:
     preds = _predictions()
     out = compare_variants(preds)
@@ -265,9 +275,13 @@ def test_compare_variants_rows_and_direction() -> None:
                 roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
                 for f in range(4)]
     assert fold_auc["difference"] == pytest.approx(np.mean(per_fold))
-    assert fold_auc["test"] == "exact sign-flip permutation over 4 folds"
-    assert fold_auc["p_value"] == pytest.approx(0.125)  # all four folds improved: the floor
-    assert "0.125" in fold_auc["note"]
+    # p and CI from one method, which can reject with 4 folds (issue 22); sign-flip in the note
+    nb = nadeau_bengio_test([roc_auc_score(bs.label[bs.fold == f], bs.probability[bs.fold == f])
+                             for f in range(4)], base_auc_folds(base), 0.05)
+    assert fold_auc["test"] == "Nadeau–Bengio corrected t over 4 folds"
+    assert fold_auc["p_value"] == pytest.approx(nb["p_value"])
+    assert fold_auc["ci_low"] == pytest.approx(nb["ci_low"])
+    assert "sign-flip p = 0.125" in fold_auc["note"]  # all four folds improved: the floor
     base_auc = [roc_auc_score(base.label[base.fold == f], base.probability[base.fold == f])
                 for f in range(4)]
     assert delong["fold_mean_reference"] == pytest.approx(np.mean(base_auc))
@@ -311,44 +325,159 @@ def test_compare_variants_rejects_mismatched_images() -> None:
         compare_variants(moved)
 
 
-def test_repeats_give_mean_rows_and_primary_per_repeat() -> None:
+def _repeated(n_repeats: int = 3, noise: float = 0.05) -> pd.DataFrame:
     base = pd.concat([_predictions(seed=1), _predictions(seed=4).assign(dataset="montgomery")],
                      ignore_index=True)
     rng = np.random.default_rng(0)
     repeats = [base.assign(repeat=r, probability=np.clip(
-        base["probability"] + rng.normal(0, 0.05, len(base)), 0, 1)) for r in range(3)]
-    preds = pd.concat(repeats, ignore_index=True)
+        base["probability"] + rng.normal(0, noise, len(base)), 0, 1)) for r in range(n_repeats)]
+    return pd.concat(repeats, ignore_index=True)
+
+
+def test_repeats_one_decisive_p_with_seed_variance() -> None:
+    preds = _repeated()
     out = compare_variants(preds)
     main = out[out["repeat"] == "mean of 3 repeats"]
     assert set(main["family"]) == {"primary", "secondary"} and len(main) == 18
     mean_prob = preds.groupby(["dataset", "variant", "image", "patient", "label", "fold"],
                               as_index=False)["probability"].mean()
     single = compare_variants(mean_prob)
-    np.testing.assert_allclose(main["p_value"].to_numpy(), single["p_value"].to_numpy())
-    per = out[out["family"] == "primary per repeat"]
-    assert sorted(per["repeat"].unique()) == ["0", "1", "2"] and len(per) == 6
-    for r, family in per.groupby("repeat"):
-        np.testing.assert_allclose(family["p_adjusted"],
-                                   multipletests(family["p_value"], method="holm")[1])
-        one = compare_variants(preds[preds["repeat"] == int(r)].drop(columns="repeat"))
-        prim = one[one.family == "primary"].set_index("dataset")["difference"]
-        np.testing.assert_allclose(family.set_index("dataset")["difference"], prim.loc[family.dataset])
-    assert main[main.family == "primary"]["note"].str.contains("per repeat").all()
-    # primary family of the main table: adjusted across data sets only, repeats not mixed in
-    prim = main[main.family == "primary"]
+    # secondary rows: the seed-averaged predictions
+    sec = main["family"] == "secondary"
+    np.testing.assert_allclose(main.loc[sec, "p_value"].to_numpy(),
+                               single.loc[single.family == "secondary", "p_value"].to_numpy())
+    prim = main[main.family == "primary"].set_index("dataset")
+    one = single[single.family == "primary"].set_index("dataset")
+    for dataset in ("montgomery", "shenzhen"):
+        part = preds[preds.dataset == dataset].sort_values("image")
+        y = part[(part.variant == "baseline") & (part.repeat == 0)].label.to_numpy()
+        arms = [np.stack([part[(part.variant == v) & (part.repeat == r)].probability.to_numpy()
+                          for r in range(3)]) for v in ("bone_suppressed", "baseline")]
+        each = [delong_test(y, arms[0][r], arms[1][r]) for r in range(3)]
+        avg = delong_test(y, arms[0].mean(0), arms[1].mean(0))
+        s2 = np.var([e["difference"] for e in each], ddof=1)
+        seen = (np.mean([e["se"] ** 2 for e in each]) - avg["se"] ** 2) * 3 / 2
+        m2 = max(s2 - seen, 0.0)
+        row = prim.loc[dataset]
+        assert row["difference"] == pytest.approx(one.loc[dataset, "difference"])  # same estimand
+        assert row["difference"] == pytest.approx(avg["difference"])
+        assert row["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + m2 / 3))
+        assert row["seed_sd"] == pytest.approx(np.sqrt(s2))
+        assert row["model_sd"] == pytest.approx(np.sqrt(m2))
+        if m2 > 0:
+            assert row["df"] == pytest.approx((avg["se"] ** 2 + m2 / 3) ** 2 * 2 / (m2 / 3) ** 2)
+        assert row["p_value"] >= one.loc[dataset, "p_value"] - 1e-12  # training variance adds
+        assert row["test"].startswith("DeLong + between-seed variance")
+        full = delong_seed_test(y, *arms, seed_variance="full")
+        assert full["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + s2 / 3))
     np.testing.assert_allclose(prim["p_adjusted"], multipletests(prim["p_value"], method="holm")[1])
+    assert prim["note"].str.contains("per repeat").all()
+    per = out[out["family"] == "per repeat (descriptive)"]
+    assert sorted(per["repeat"].unique()) == ["0", "1", "2"] and len(per) == 6
+    # one decisive p per TB set: the rows per repeat carry an estimate and SD, never a p
+    assert per["p_value"].isna().all() and per["p_adjusted"].isna().all()
+    assert per["ci_low"].isna().all() and per["seed_sd"].notna().all()
+    assert (per["decision"] == "descriptive (no test)").all()
+    assert out["p_value"].notna().sum() == 18
 
 
-def test_control_arm_adds_secondary_contrasts() -> None:
+def _skill_spread(skill_sd: float, n: int = 300, repeats: int = 4) -> pd.DataFrame:
+    """Both arms equally good on average; each fitted model (arm x repeat) has its own skill."""
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, n)
+    shared = rng.normal(size=n)
+    frame = pd.DataFrame({"image": [f"i{i}" for i in range(n)], "patient": [f"p{i}" for i in
+                          range(n)], "label": y, "fold": np.arange(n) % 4, "dataset": "shenzhen"})
+    parts = []
+    for r in range(repeats):
+        for variant in ("baseline", "bone_suppressed"):
+            skill = 1.5 + rng.normal(0, skill_sd)
+            logit = skill * (2 * y - 1) + shared + 0.7 * rng.normal(size=n)
+            parts.append(frame.assign(repeat=r, variant=variant, probability=1 / (1 + np.exp(
+                -logit))))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_model_level_seed_noise_widens_the_primary_interval() -> None:
+    """A whole fitted model better or worse (what DeLong cannot see) widens the CI."""
+    calm = compare_variants(_skill_spread(0.0)).query("family == 'primary'").iloc[0]
+    noisy = compare_variants(_skill_spread(0.5)).query("family == 'primary'").iloc[0]
+    assert noisy["model_sd"] > calm["model_sd"]
+    assert noisy["ci_high"] - noisy["ci_low"] > 1.3 * (calm["ci_high"] - calm["ci_low"])
+
+
+def test_one_repeat_says_training_noise_is_ignored() -> None:
+    out = compare_variants(_predictions())
+    prim = out[out.family == "primary"].iloc[0]
+    assert "not estimated" in prim["note"] and np.isinf(prim["df"])
+    assert prim["detectable_difference"] == pytest.approx(
+        (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * prim["se"])
+
+
+def test_control_arm_gatekept_and_equivalence() -> None:
     preds = _predictions(seed=3)
     control = preds[preds.variant == "baseline"].assign(variant="control")
-    out = compare_variants(pd.concat([preds, control], ignore_index=True))
+    out = compare_variants(pd.concat([preds, control], ignore_index=True),
+                           equivalence_margin=0.05)
     assert list(out["contrast"].unique()) == ["bone_suppressed − baseline", "control − baseline",
                                               "bone_suppressed − control"]
-    assert (out[out.contrast != "bone_suppressed − baseline"]["family"] == "secondary").all()
+    auc = out[out.metric.eq("auc") & out.estimate.str.startswith("pooled")].set_index("contrast")
+    assert auc.loc["bone_suppressed − baseline", "family"] == "primary"
+    assert auc.loc["bone_suppressed − control", "family"] == "gatekept"
+    assert auc.loc["control − baseline", "family"] == "equivalence"
     assert (out["family"] == "primary").sum() == 1
-    # control is a copy of baseline here: its DeLong row shows no difference
-    ctl = out[(out.contrast == "control − baseline") & (out.test == "DeLong (pooled out-of-fold)")]
-    assert ctl["difference"].iloc[0] == 0.0 and ctl["p_value"].iloc[0] == 1.0
+    # control is a copy of baseline: difference 0, equivalent within the margin by TOST
+    ctl = auc.loc["control − baseline"]
+    assert ctl["difference"] == 0.0 and ctl["p_value"] < 0.05
+    assert ctl["decision"] == "equivalent within the margin" and "TOST" in ctl["test"]
+    # gatekept: p_adjusted never below the primary's, and the primary is rejected here
+    gk = auc.loc["bone_suppressed − control"]
+    prim = auc.loc["bone_suppressed − baseline"]
+    assert prim["p_adjusted"] < 0.05 and gk["p_adjusted"] >= prim["p_adjusted"]
+    assert gk["decision"] == "bone_suppressed better"
+    # a margin too tight for the data: equivalence NOT shown, never "no difference"
+    tight = compare_variants(pd.concat([preds, control.assign(
+        probability=np.clip(control.probability + np.random.default_rng(0).normal(0, 0.3, len(
+            control)), 0, 1))], ignore_index=True), equivalence_margin=0.001)
+    row = tight[(tight.family == "equivalence")].iloc[0]
+    assert row["decision"] == "equivalence NOT shown"
     with pytest.raises(CxrbsError, match="optionally"):
         compare_variants(pd.concat([preds, control.assign(variant="other")], ignore_index=True))
+
+
+def test_gate_closed_when_a_primary_is_not_rejected() -> None:
+    strong = _predictions(seed=3)
+    equal = _predictions(seed=5).assign(dataset="montgomery")
+    equal.loc[equal.variant == "bone_suppressed", "probability"] = equal.loc[
+        equal.variant == "baseline", "probability"].to_numpy()
+    preds = pd.concat([strong, equal], ignore_index=True)
+    control = preds[preds.variant == "baseline"].assign(variant="control")
+    out = compare_variants(pd.concat([preds, control], ignore_index=True))
+    gk = out[out.family == "gatekept"]
+    assert (gk["decision"].str.startswith("not tested")).all()
+    assert (gk["p_adjusted"] >= out[out.family == "primary"]["p_adjusted"].max()).all()
+
+
+def test_serial_gatekeeping_and_tost_by_hand() -> None:
+    np.testing.assert_allclose(serial_gatekeeping([0.01, 0.03], [0.001, 0.04]), [0.03, 0.04])
+    np.testing.assert_allclose(serial_gatekeeping([0.01, 0.2], [0.001, 0.002]), [0.2, 0.2])
+    eq = equivalence_test(0.0, 0.01, 0.02)
+    assert eq["p_value"] == pytest.approx(sps.norm.sf(2.0)) and eq["equivalent"]
+    assert eq["ci_high"] == pytest.approx(sps.norm.ppf(0.95) * 0.01)
+    assert not equivalence_test(0.0, 0.02, 0.02)["equivalent"]  # too noisy: not shown
+
+
+def test_detectable_difference_matches_the_issue_sizes() -> None:
+    """Issue 22: about 0.025–0.04 on Shenzhen, 0.055–0.09 on Montgomery (80% power, alpha 0.05)."""
+    sz = detectable_auc_difference(336, 326, auc=0.9, correlation=0.5)
+    mc = detectable_auc_difference(58, 80, auc=0.9, correlation=0.5)
+    assert 0.025 < sz < 0.04 and 0.055 < mc < 0.09
+    assert detectable_auc_difference(336, 326, auc=0.9, correlation=0.5, model_sd=0.02) > sz
+    assert detectable_auc_difference(336, 326, auc=0.9, correlation=0.5, model_sd=0.02,
+                                     repeats=5) < detectable_auc_difference(
+        336, 326, auc=0.9, correlation=0.5, model_sd=0.02, repeats=1)
+    # Hanley-McNeil variance against simulation of a binormal AUC of 0.9 is not needed here:
+    # the formula itself (Radiology 1982, Table) gives SE 0.0123 at A = 0.9, 336/326.
+    assert np.sqrt(hanley_mcneil_variance(0.9, 336, 326)) == pytest.approx(0.01234, abs=2e-4)
+
+

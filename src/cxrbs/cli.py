@@ -226,7 +226,7 @@ def _add_train_bs(sub: Any) -> None:
                    help="mixed precision (bf16 is faster on recent CPUs and GPUs)")
     p.add_argument("--seed", type=int, default=13,
                    help="seed of the split, augmentation and training")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the CPUs this process may use)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
@@ -271,6 +271,9 @@ def _add_suppress(sub: Any) -> None:
                         "the workflow folder, else the default bundled model")
     p.add_argument("--format", choices=names.OUTPUT_FORMATS, default="png",
                    help="output format; dicom needs DICOM inputs (their tags are copied)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: the CPUs this process may use: its "
+                        "affinity mask and cgroup quota, not the host's core count)")
     p.add_argument("--model-scale", action="store_true",
                    help="the study's output: square at the model's size, contrast-stretched (1st-99th "
                         "percentile), 8-bit; see above")
@@ -320,7 +323,7 @@ def _add_train_cls(sub: Any) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of patients for validation")
     p.add_argument("--seed", type=int, default=13, help="seed of the split and training")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the CPUs this process may use)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 

@@ -167,8 +167,8 @@ rule paired_bs:
 
 
 rule control_tb:
-    """Control arm (cls.variants: control): each image gets another patient's bone-suppression
-    change, rescaled to its own change energy; same stretch, bones left in place."""
+    """Control (sham) arm (cls.variants: control): each image gets its own bone-suppression
+    change with the high band phase-randomised (same energy and scales); bones left in place."""
     input:
         original="results/data/{tbset}/images.npy",
         suppressed="results/suppressed/{tbset}/images.npy",

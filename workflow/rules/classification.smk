@@ -151,6 +151,10 @@ rule compare_cls:
     params:
         threshold=config["cls"]["threshold"],
         primary_endpoint=config["cls"]["primary_endpoint"],
+        equivalence_margin=config["cls"].get("equivalence_margin", 0.02),
+        claimed_effect=config["cls"].get("claimed_effect", 0.03),
+        seed_variance=config["cls"].get("seed_variance", "excess"),
+        inner_val_fraction=(config["cls"].get("finetune") or {}).get("val_fraction", 0.1),
     log:
         "logs/cls/compare.log",
     conda:

@@ -1,11 +1,20 @@
-"""The control arm: an image change of the same energy as bone suppression that removes no bones.
+"""The control (sham) arm: an image change like bone suppression's that removes no bones (issue 22).
 
 If the bone-suppressed arm scores better than the originals, was it the bones, or would any change
-of the images have moved the scores? Each image i receives the change that bone suppression made
-to ANOTHER patient's image j (d_j = suppressed_j - original_j), rescaled to the energy (L2 norm)
-of its own change d_i. The result has the same amount of change, the same kind of smooth,
-rib-shaped structure and the same percentile stretch as the bone-suppressed arm, but its bones
-are still there. Bone suppression is credited only if it beats this control as well.
+of the images have moved the scores? Each image i receives a sham version of ITS OWN
+bone-suppression change d_i = suppressed_i - original_i (never another image's, so never another
+patient's or another fold's):
+
+* the low band of d_i (spatial frequencies up to ``cutoff_cycles`` per image side: broader than
+  the rib pattern) is kept as it is: the broad shading and contrast change suppression makes;
+* the high band (the rib- and clavicle-scale structure that removes the bones) is replaced by
+  a phase-randomised copy: the same Fourier amplitude profile, hence the same spatial scales, but
+  random phases, so it is no longer aligned with this image's bones and on average removes none
+  of them; it is scaled so that the whole sham change has the energy (L2 norm) of d_i.
+
+The result has the change energy, spectrum and percentile stretch of the bone-suppressed arm, and
+its bones are still there. Bone suppression is credited only if it beats this control as well
+(a gatekept hypothesis) while the control is equivalent to the originals (``cls.equivalence_margin``).
 """
 
 from __future__ import annotations
@@ -21,58 +30,86 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.data.preprocess import from_uint16, to_uint16
 from cxrbs.data.stacks import load_stack, read_manifest
 
-#: Random orders tried before giving up on pairing every image with another patient's.
-_TRIES = 100
+#: Frequencies up to this many cycles per image side form the low band (periods longer than a
+#: quarter of the image: the broad shading); ribs repeat about 8-12 times over a chest
+#: radiograph's height, so their pattern lies in the high band.
+CUTOFF_CYCLES = 4.0
+CONTROL_KIND = "own change: low band kept, high band phase-randomised"
 
 
-def partners(patients: np.ndarray, seed: int) -> np.ndarray:
-    """partner[i]: the image whose change image i receives; always another patient's image.
-
-    A random cyclic order (each image takes the next one's change) is a derangement; orders that
-    pair two images of one patient are redrawn.
-    """
-    ids = np.asarray(patients).astype(str)
-    if np.unique(ids).size < 2:
-        raise CxrbsError("the control arm needs images of at least 2 patients")
-    rng = np.random.default_rng(seed)
-    for _ in range(_TRIES):
-        order = rng.permutation(ids.size)
-        partner = np.empty(ids.size, dtype=int)
-        partner[order] = np.roll(order, -1)
-        if not np.any(ids[partner] == ids):
-            return partner
-    raise CxrbsError("could not pair every image with another patient's for the control arm: "
-                     "one patient holds most of the images")
+def _low_mask(shape: tuple[int, int], cutoff_cycles: float) -> np.ndarray:
+    fy = np.fft.fftfreq(shape[0]) * shape[0]
+    fx = np.fft.rfftfreq(shape[1]) * shape[1]
+    return np.hypot(fy[:, None], fx[None, :]) <= cutoff_cycles
 
 
-def energy_matched_control(original: np.ndarray, suppressed: np.ndarray, partner: np.ndarray,
-                           *, low_pct: float | None = 1.0, high_pct: float = 99.0) -> np.ndarray:
-    """original + (partner's change scaled to this image's change energy), clipped and stretched."""
-    change = suppressed - original
-    norms = np.sqrt(np.sum(change.reshape(len(change), -1) ** 2, axis=1))
-    scale = np.divide(norms, norms[partner], out=np.zeros_like(norms), where=norms[partner] > 0)
-    moved = original + change[partner] * scale[:, None, None]
+def split_change(change: np.ndarray, cutoff_cycles: float = CUTOFF_CYCLES,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) with low + high == change, per image of an (N, H, W) stack: a sharp radial
+    split of the Fourier spectrum, so the two bands are orthogonal."""
+    mask = _low_mask(change.shape[-2:], cutoff_cycles)
+    spec = np.fft.rfft2(change, axes=(-2, -1))
+    low = np.fft.irfft2(spec * mask, s=change.shape[-2:], axes=(-2, -1))
+    return low, change - low
+
+
+def phase_randomise(field: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Same Fourier amplitudes, uniform random phases, rescaled to the same L2 norm (per image)."""
+    out = np.empty_like(field, dtype=np.float64)
+    for i, f in enumerate(field):
+        spec = np.fft.rfft2(f)
+        phase = np.exp(1j * rng.uniform(0, 2 * np.pi, spec.shape))
+        phase[0, 0] = 1.0  # keep the mean (the DC term) as it is
+        r = np.fft.irfft2(np.abs(spec) * phase, s=f.shape)
+        norm_in, norm_out = np.linalg.norm(f - f.mean()), np.linalg.norm(r - r.mean())
+        out[i] = f.mean() + (r - r.mean()) * (norm_in / norm_out if norm_out > 0 else 0.0)
+    return out
+
+
+def _energy_scale(low: np.ndarray, rand: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """c per image with ||low + c rand|| = ||change||: the sham moves the image as far as the
+    suppression did (the cross term of low and high is lost when the phases change)."""
+    n = len(change)
+    a = np.sum(rand.reshape(n, -1) ** 2, axis=1)
+    b = 2 * np.sum((low * rand).reshape(n, -1), axis=1)
+    c = np.sum(low.reshape(n, -1) ** 2, axis=1) - np.sum(change.reshape(n, -1) ** 2, axis=1)
+    disc = np.maximum(b**2 - 4 * a * c, 0.0)
+    return np.divide(-b + np.sqrt(disc), 2 * a, out=np.zeros(n), where=a > 0)
+
+
+def sham_control(original: np.ndarray, suppressed: np.ndarray, *, seed: int,
+                 cutoff_cycles: float = CUTOFF_CYCLES, low_pct: float | None = 1.0,
+                 high_pct: float = 99.0) -> np.ndarray:
+    """original + low band(own change) + phase-randomised high band(own change), clipped, stretched."""
+    if original.shape != suppressed.shape or original.ndim != 3:
+        raise CxrbsError(f"original and suppressed must be equal (N, H, W) stacks; got "
+                         f"{original.shape} and {suppressed.shape}")
+    change = suppressed.astype(np.float64) - original.astype(np.float64)
+    low, high = split_change(change, cutoff_cycles)
+    rand = phase_randomise(high, np.random.default_rng(seed))
+    sham = low + rand * _energy_scale(low, rand, change)[:, None, None]
+    moved = original + sham.astype(original.dtype)
     return restretch(np.clip(moved, 0.0, 1.0), low_pct, high_pct)
 
 
 def control_stack(original_path: Path, suppressed_path: Path, manifest_path: Path, *,
                   out_stack: Path, out_manifest: Path, seed: int, low_pct: float | None = 1.0,
-                  high_pct: float = 99.0) -> pd.DataFrame:
-    """Write the control arm's (N,1,S,S) uint16 stack and its manifest (with each partner)."""
+                  high_pct: float = 99.0, cutoff_cycles: float = CUTOFF_CYCLES) -> pd.DataFrame:
+    """Write the control arm's (N,1,S,S) uint16 stack and its manifest (saying what was done)."""
     original = from_uint16(np.asarray(load_stack(original_path)[:, 0]))
     suppressed = from_uint16(np.asarray(load_stack(suppressed_path)[:, 0]))
     if original.shape != suppressed.shape:
         raise CxrbsError(f"{original_path} and {suppressed_path} differ in shape "
                          f"({original.shape} vs {suppressed.shape}): rerun suppress_tb")
     manifest = read_manifest(manifest_path)
-    partner = partners(manifest["patient_id"].to_numpy(), seed)
-    control = energy_matched_control(original, suppressed, partner, low_pct=low_pct,
-                                     high_pct=high_pct)
+    control = sham_control(original, suppressed, seed=seed, cutoff_cycles=cutoff_cycles,
+                           low_pct=low_pct, high_pct=high_pct)
     with atomic_path(out_stack) as tmp:
         out = open_memmap(tmp, np.uint16, (len(control), 1, *control.shape[1:]))
         out[:, 0] = to_uint16(control)
         out.flush()
         del out
-    result = manifest.assign(control_change_from=manifest["image_path"].to_numpy()[partner])
+    result = manifest.assign(control_change_from=manifest["image_path"].to_numpy(),
+                             control_kind=CONTROL_KIND)
     write_csv(out_manifest, result)
     return result

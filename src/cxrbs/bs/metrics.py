@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from skimage.metrics import structural_similarity
 
 from cxrbs.core.errors import CxrbsError
@@ -200,6 +199,8 @@ def _describe(values: np.ndarray, confidence: float) -> dict[str, float]:
         nan = float("nan")
         return {"mean": mean, "sd": nan, "ci_low": nan, "ci_high": nan, "n": n}
     sd = float(np.std(v, ddof=1))
+    from scipy import stats  # here, not at import: `cxrbs suppress` never needs it
+
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 

@@ -146,16 +146,23 @@ def _repeat_of(path: Path) -> int:
 
 
 def compare(prediction_files: list[Path], *, threshold: float,
-            primary_endpoint: str = PRIMARY_ENDPOINT) -> pd.DataFrame:
+            primary_endpoint: str = PRIMARY_ENDPOINT, equivalence_margin: float | None = None,
+            claimed_effect: float | None = None, inner_val_fraction: float | None = None,
+            seed_variance: str | None = None) -> pd.DataFrame:
     """Baseline vs bone-suppressed on the deep model's pooled out-of-fold predictions, per data set.
 
     Files under ``.../<variant>/repeat<r>/fold<k>/`` are fine-tuning repeat r (other seed, same
-    folds); all others are repeat 0.
+    folds); all others are repeat 0. ``inner_val_fraction``: the fine-tuning's inner validation
+    split (cls.finetune.val_fraction), for the Nadeau–Bengio test/train ratio.
     """
     preds = pd.concat([pd.read_csv(p, dtype={"patient": str}).assign(repeat=_repeat_of(Path(p)))
                        for p in prediction_files], ignore_index=True)
     deep = preds[(preds["model"] == "deep") & (preds["dataset"] != "pretrain")]
     if deep["variant"].nunique() < 2:
         raise CxrbsError("the comparison needs both variants (cls.variants: [baseline, bone_suppressed])")
+    extra = {k: v for k, v in (("equivalence_margin", equivalence_margin),
+                               ("claimed_effect", claimed_effect),
+                               ("inner_val_fraction", inner_val_fraction),
+                               ("seed_variance", seed_variance)) if v is not None}
     return compare_variants(deep.drop(columns=["model"]), threshold=threshold,
-                            primary_endpoint=primary_endpoint)
+                            primary_endpoint=primary_endpoint, **extra)

@@ -262,3 +262,128 @@ def holm(p_values: Any) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out
+
+
+TEST_DELONG_SEEDS = "DeLong + between-seed variance (pooled out-of-fold, seed-averaged)"
+
+
+def delong_seed_test(y_true: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05,
+                     seed_variance: str = "excess") -> dict[str, Any]:
+    """AUC(a) - AUC(b) of the seed-averaged predictions, with training variance (issue 22).
+
+    ``scores_a``/``scores_b`` are (R, n) arrays: R fine-tuning repeats (other seeds, same folds)
+    of each arm on the same n images. The estimand is the AUC difference of the predictions
+    averaged over the R repeats. DeLong's variance covers only the sampling of images and treats
+    the fitted models as fixed; a fine-tuned model's AUC also moves from seed to seed. So
+
+        Var = Var_DeLong(diff of averaged predictions) + M / R,
+
+    with M the between-seed variance of the per-repeat AUC differences, s**2. Part of s**2 is
+    per-image noise that differs between seeds, which DeLong already counts (it resamples the
+    images together with their scores); ``seed_variance="excess"`` (default) removes that part,
+    M = max(s**2 - E, 0) with E = (mean_r Var_DeLong(diff_r) - Var_DeLong(diff of averaged)) *
+    R / (R - 1), so a model-level shift (the whole fitted model better or worse, which DeLong
+    cannot see) is added once and per-image noise not twice; ``"full"`` adds s**2 / R as is
+    (conservative). The reference distribution is t with Welch–Satterthwaite degrees of freedom
+    df = Var**2 (R - 1) / (M / R)**2 (DeLong's part counts as known). With R = 1 there is no
+    estimate of M: the test is DeLong's alone and ``reason`` says that training noise is ignored.
+    """
+    if seed_variance not in ("excess", "full"):
+        raise CxrbsError(f"seed_variance must be 'excess' or 'full'; got {seed_variance!r}")
+    a = np.atleast_2d(np.asarray(scores_a, dtype=float))
+    b = np.atleast_2d(np.asarray(scores_b, dtype=float))
+    if a.shape != b.shape:
+        raise CxrbsError(f"scores_a and scores_b must have the same (repeats, images) shape; got "
+                         f"{a.shape} and {b.shape}")
+    n_rep = a.shape[0]
+    pooled = delong_test(y_true, a.mean(axis=0), b.mean(axis=0), alpha)
+    if n_rep > 1:
+        each = [delong_test(y_true, a[r], b[r], alpha) for r in range(n_rep)]
+        per_repeat = [float(e["difference"]) for e in each]
+        seed_var = float(np.var(per_repeat, ddof=1))
+        seen = (float(np.mean([e["se"] ** 2 for e in each])) - pooled["se"] ** 2) * n_rep / (
+            n_rep - 1)
+        model_var = max(seed_var - max(seen, 0.0), 0.0) if seed_variance == "excess" else seed_var
+    else:
+        per_repeat, seed_var, model_var = [pooled["difference"]], 0.0, 0.0
+    var = pooled["se"] ** 2 + model_var / n_rep
+    se = float(np.sqrt(var))
+    df = (float("inf") if not model_var > 0 else
+          float(var**2 * (n_rep - 1) / (model_var / n_rep) ** 2))
+    diff = pooled["difference"]
+    out = {"difference": diff, "auc_a": pooled["auc_a"], "auc_b": pooled["auc_b"], "se": se,
+           "se_delong": pooled["se"], "seed_sd": float(np.sqrt(seed_var)) if n_rep > 1 else
+           float("nan"), "model_sd": float(np.sqrt(model_var)) if n_rep > 1 else float("nan"),
+           "df": df, "repeats": n_rep, "per_repeat": per_repeat,
+           "p_value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "reason": pooled["reason"]}
+    if se > 0:
+        q = float(sps.t.ppf(1 - alpha / 2, df))
+        out.update(p_value=float(2 * sps.t.sf(abs(diff) / se, df)),
+                   ci_low=diff - q * se, ci_high=diff + q * se)
+    elif diff == 0:
+        out.update(p_value=1.0, ci_low=0.0, ci_high=0.0)
+    else:
+        out["reason"] = out["reason"] or "zero standard error with unequal AUCs"
+    if n_rep == 1:
+        out["reason"] = "; ".join(filter(None, [out["reason"], (
+            "one fine-tuning repeat: seed-to-seed training variance is not estimated and the "
+            "p-value treats the fitted models as fixed (set cls.repeats >= 5)")]))
+    return out
+
+
+def equivalence_test(difference: float, se: float, margin: float, df: float = float("inf"),
+                     alpha: float = 0.05) -> dict[str, Any]:
+    """Two one-sided tests (TOST) of |difference| < margin, and the matching (1 - 2 alpha) CI.
+
+    Equivalence is shown when p < alpha, i.e. when the (1 - 2 alpha) CI lies inside
+    (-margin, margin): a non-significant difference is never read as "no difference".
+    """
+    if not (np.isfinite(difference) and np.isfinite(se) and margin > 0):
+        return {"p_value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "equivalent": False, "reason": "difference or standard error undefined"}
+    if se == 0:
+        p = 0.0 if abs(difference) < margin else 1.0
+        return {"p_value": p, "ci_low": difference, "ci_high": difference,
+                "equivalent": p < alpha, "reason": ""}
+    p_low = float(sps.t.sf((difference + margin) / se, df))
+    p_high = float(sps.t.cdf((difference - margin) / se, df))
+    p = max(p_low, p_high)
+    q = float(sps.t.ppf(1 - alpha, df))
+    return {"p_value": p, "ci_low": difference - q * se, "ci_high": difference + q * se,
+            "equivalent": p < alpha, "reason": ""}
+
+
+def hanley_mcneil_variance(auc: float, n_pos: int, n_neg: int) -> float:
+    """Variance of one empirical AUC (Hanley & McNeil, Radiology 1982, exponential approximation)."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    return float((auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2))
+                 / (n_pos * n_neg))
+
+
+def detectable_auc_difference(n_pos: int, n_neg: int, *, auc: float = 0.85,
+                              correlation: float = 0.5, model_sd: float = 0.0, repeats: int = 1,
+                              alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest ΔAUC the primary test detects with ``power`` at two-sided ``alpha`` (issue 22).
+
+    Normal approximation: MDE = (z_{1-alpha/2} + z_power) * SE(ΔAUC), with
+    SE**2 = 2 Var_HM(auc) (1 - correlation) + 2 model_sd**2 / repeats: two correlated AUCs on the
+    same images (Hanley–McNeil variance, ``correlation`` between the two arms' AUC estimates) plus
+    the seed-to-seed spread of each arm's fitted model (per-model AUC SD ``model_sd``), averaged
+    over ``repeats`` seeds.
+    """
+    var = (2 * hanley_mcneil_variance(auc, n_pos, n_neg) * (1 - correlation)
+           + 2 * model_sd**2 / max(int(repeats), 1))
+    return float((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) * np.sqrt(var))
+
+
+def serial_gatekeeping(p_gate: Any, p_next: Any) -> np.ndarray:
+    """Adjusted p of a second family tested only after EVERY hypothesis of the first is rejected.
+
+    Serial gatekeeping (Dmitrienko & Tamhane 2007): the second family is Holm-adjusted within
+    itself and each adjusted p is raised to the largest adjusted p of the first family, so the
+    family-wise error over both families stays at alpha and the first family's p are unchanged.
+    """
+    gate = np.asarray(p_gate, dtype=float)
+    gate_max = float(np.max(np.where(np.isfinite(gate), gate, 1.0))) if gate.size else 1.0
+    return np.maximum(holm(p_next), gate_max)

@@ -91,6 +91,9 @@ def suppress(args: argparse.Namespace, *, progress: bool) -> int:
     from cxrbs.bs.suppress import resolve_model, suppress_files
 
     checks.check_suppress(args)
+    from cxrbs.core.device import configure_threads
+
+    configure_threads(getattr(args, "threads", None))
     model_path = resolve_model(args.model)
     failures: list[Path] = []
 

@@ -164,36 +164,58 @@ def _bar_style(variant: str, model: str) -> dict[str, Any]:
 
 
 def plot_metric_comparison(comparison: pd.DataFrame, out: str | Path) -> Path:
-    """Bone-suppressed minus baseline per metric and test, with 95% CIs and the p-value beside."""
-    datasets = sorted(comparison["dataset"].astype(str).unique())
-    if not datasets:
+    """Arm minus reference per metric and test, with 95% CIs and the adjusted p beside.
+
+    One panel per data set and contrast, each with its own axis label (``contrast``: e.g.
+    "control − baseline"); rows name their family and, for the rows per fine-tuning repeat
+    (descriptive, no p), the repeat.
+    """
+    if comparison.empty:
         raise ValueError("the comparison table is empty")
-    heights = [max(len(comparison[comparison["dataset"] == d]), 1) for d in datasets]
-    with figure(8.0, 0.33 * sum(heights) + 1.0 * len(datasets) + 0.6) as fig:
-        axes = fig.subplots(len(datasets), 1, squeeze=False, height_ratios=heights)[:, 0]
-        for ax, dataset in zip(axes, datasets, strict=True):
-            rows = comparison[comparison["dataset"] == dataset].reset_index(drop=True)
+    comp = comparison.copy()
+    if "contrast" not in comp:
+        comp["contrast"] = "bone_suppressed − baseline"
+    panels = list(dict.fromkeys(zip(comp["dataset"].astype(str), comp["contrast"].astype(str))))
+    heights = [max(int(((comp["dataset"].astype(str) == d) & (comp["contrast"] == c)).sum()), 1)
+               for d, c in panels]
+    with figure(8.0, 0.33 * sum(heights) + 1.2 * len(panels) + 0.6) as fig:
+        axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+        for ax, (dataset, contrast) in zip(axes, panels, strict=True):
+            rows = comp[(comp["dataset"].astype(str) == dataset)
+                        & (comp["contrast"] == contrast)].reset_index(drop=True)
             _comparison_panel(ax, rows)
-            ax.set_title(dataset, loc="left")
-        axes[-1].set_xlabel("difference, bone-suppressed − baseline (95% CI)")
-        fig.suptitle("Paired comparison of the two variants (red: Holm-adjusted p < 0.05)")
+            ax.set_title(f"{dataset}: {contrast}", loc="left")
+            ax.set_xlabel(f"difference, {contrast} (95% CI)", fontsize=8)
+        fig.suptitle("Paired comparisons (red: adjusted p < 0.05; grey: descriptive, no test)")
         return save(fig, out)
+
+
+def _row_label(r: pd.Series) -> str:
+    fam = str(r.get("family", ""))
+    rep = str(r.get("repeat", ""))
+    if fam.startswith("per repeat"):
+        return f"{r['metric']} — repeat {rep} (descriptive)"
+    return f"{r['metric']} — {r['test']} [{fam}]" if fam else f"{r['metric']} — {r['test']}"
 
 
 def _comparison_panel(ax: Axes, rows: pd.DataFrame) -> None:
     y = np.arange(len(rows))[::-1]
     diff = rows["difference"].to_numpy(dtype=float)
-    lo, hi = rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float)
-    p = rows.get("p_adjusted", rows["p_value"]).to_numpy(dtype=float)  # Holm-adjusted (issue 12)
-    colours = ["#c00000" if pv < 0.05 else "#222222" for pv in p]
+    lo = np.where(np.isfinite(rows["ci_low"].to_numpy(dtype=float)),
+                  rows["ci_low"].to_numpy(dtype=float), diff)
+    hi = np.where(np.isfinite(rows["ci_high"].to_numpy(dtype=float)),
+                  rows["ci_high"].to_numpy(dtype=float), diff)
+    p = rows.get("p_adjusted", rows["p_value"]).to_numpy(dtype=float)  # adjusted (issue 12)
+    colours = ["#c00000" if pv < 0.05 else ("#222222" if np.isfinite(pv) else "#999999")
+               for pv in p]
     for yi, d, l_, h, col in zip(y, diff, lo, hi, colours, strict=True):
         ax.errorbar([d], [yi], xerr=yerr(np.array([d]), np.array([l_]), np.array([h])), fmt="o",
                     color=col, capsize=3, markersize=4)
     ax.axvline(0.0, color="#888888", linestyle="--", linewidth=1)
-    labels = [f"{m} — {t}" for m, t in zip(rows["metric"], rows["test"], strict=True)]
+    labels = [_row_label(r) for _, r in rows.iterrows()]
     ax.set_yticks(y, labels)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     for yi, pv, col in zip(y, p, colours, strict=True):
-        ax.annotate("p = n/a" if not np.isfinite(pv) else f"p = {pv:.3g}", (1.01, yi),
+        ax.annotate("no p" if not np.isfinite(pv) else f"p = {pv:.3g}", (1.01, yi),
                     xycoords=("axes fraction", "data"), va="center", fontsize=8, color=col)
     ax.grid(axis="x", alpha=0.3)

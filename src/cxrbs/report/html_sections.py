@@ -34,6 +34,7 @@ CLS_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1
 SOFTWARE = ("torch", "numpy", "pandas", "scikit-learn", "scipy", "matplotlib", "snakemake", "cxrbs")
 ROLE_ORDER = ("bs_train", "bs_test", "pretrain", "tb", "weights")
 NOT_BETTER = "none: NOT better than leaving the image unchanged"
+NO_PAIRED = "n/a: no paired test against identity (a mean alone decides nothing)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,22 +116,26 @@ def data_section(layout: Layout, config: Mapping[str, Any],
 # ---------------------------------------------------------------------------------------------
 # Bone suppression
 # ---------------------------------------------------------------------------------------------
-def bs_summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+def bs_summary_table(summary: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per test set and architecture, 'mean [CI]' per metric, and which metrics beat the
-    identity baseline (prediction = input), so a model that does not is flagged in plain words."""
+    identity baseline (prediction = input), so a model that does not is flagged in plain words.
+
+    "Beats identity" comes from the paired tests (``paired.csv``: Holm-adjusted Wilcoxon p < 0.05
+    and the Hodges–Lehmann CI on the better side of 0, column ``a_better``), never from the means
+    alone (issue 22); without paired tests the column says so.
+    """
     metrics = [m for m in BS_METRICS if m in set(summary["metric"])]
     metrics += sorted(set(summary["metric"]) - set(metrics))
     rows = []
     for (test, arch), g in summary.groupby(["test_set", "arch"], sort=True):
         g = g.set_index("metric")
-        ident = summary[(summary["test_set"] == test) & (summary["arch"] == "identity")]
         row: dict[str, Any] = {"test set": test, "model": arch,
                                "n": int(g["n"].max()) if "n" in g else "n/a"}
         for m in metrics:
             row[m] = (interval(g.at[m, "mean"], g.at[m, "ci_low"], g.at[m, "ci_high"])
                       if m in g.index else "n/a")
         row["beats identity on"] = ("(reference)" if arch == "identity"
-                                    else _beats(g, ident.set_index("metric"), metrics))
+                                    else _beats(paired, str(test), str(arch), metrics))
         rows.append(row)
     frame = pd.DataFrame(rows)
     # identity last within each test set: the models first, the reference under them
@@ -138,13 +143,15 @@ def bs_summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["test set", "_ref", "model"], kind="stable").drop(columns="_ref")
 
 
-def _beats(model: pd.DataFrame, identity: pd.DataFrame, metrics: list[str]) -> str:
-    better = []
-    for m in metrics:
-        if m in model.index and m in identity.index and m in BS_HIGHER_IS_BETTER:
-            diff = float(model.at[m, "mean"]) - float(identity.at[m, "mean"])
-            if diff != 0 and (diff > 0) == BS_HIGHER_IS_BETTER[m]:
-                better.append(m)
+def _beats(paired: pd.DataFrame | None, test_set: str, arch: str, metrics: list[str]) -> str:
+    if paired is None or paired.empty or "a_better" not in paired:
+        return NO_PAIRED
+    rows = paired[(paired["test_set"].astype(str) == test_set)
+                  & (paired["model_a"].astype(str) == arch) & (paired["model_b"] == "identity")]
+    if rows.empty:
+        return NO_PAIRED
+    flag = rows.set_index("metric")["a_better"].astype(str).str.lower() == "true"
+    better = [m for m in metrics if m in flag.index and bool(flag.loc[m])]
     return ", ".join(better) if better else NOT_BETTER
 
 
@@ -196,27 +203,30 @@ def _best_model_html(best: Mapping[str, Any]) -> list[str]:
 def bs_section(layout: Layout) -> str:
     parts = []
     summary = read_csv(layout.bs_summary)
+    paired = read_csv(layout.bs_paired)
     if summary is None or summary.empty:
         parts.append(note(f"no bone-suppression evaluation ({WORKFLOW.bs_summary})"))
     else:
         parts.append("<p>Mean [95% CI] over the paired test images. The <b>identity</b> row takes "
                      "the input radiograph itself as the prediction: a model is only useful where "
                      "it beats it.</p>")
-        parts.append(table_html(bs_summary_table(summary)))
+        parts.append(table_html(bs_summary_table(summary, paired)))
     best = read_json(layout.bs_best)
     if best is None:
         parts.append(note(f"no model selected yet ({WORKFLOW.bs_best})"))
     else:
         parts += _best_model_html(best)
-    paired = read_csv(layout.bs_paired)
     if paired is not None and not paired.empty:
         chosen = ("No model was selected (bs.pretrained): one candidate."
                   if best is not None and best.get("training_skipped") else
                   "The selection set is validation data; the test sets were not used to choose.")
         parts.append("<h3>Paired tests on every test set</h3><p>Per image, each model against the "
                      "identity baseline and the selected model against each other model: "
-                     "Wilcoxon signed-rank test with a bootstrap 95% CI of the mean difference, "
-                     f"Holm-adjusted within each test set (<code>p_adjusted</code>). {chosen}</p>")
+                     "Wilcoxon signed-rank test; <code>difference</code> is the Hodges–Lehmann "
+                     "estimate it tests, with the 95% CI from inverting the same test "
+                     "(<code>mean_difference</code> is for information only), Holm-adjusted within "
+                     "each test set (<code>p_adjusted</code>). <code>a_better</code> needs "
+                     f"p_adjusted &lt; 0.05 and the CI on the better side of 0. {chosen}</p>")
         parts.append(table_html(paired))
     return "\n".join(parts)
 
@@ -298,17 +308,42 @@ def stats_section(layout: Layout) -> str:
     comparison = read_csv(layout.cls_comparison)
     if comparison is None or comparison.empty:
         return note(f"no variant comparison ({WORKFLOW.cls_comparison})")
-    cols = ["dataset", "contrast", "family", "metric", "test", "value_arm", "value_reference",
-            "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "estimate", "note"]
+    cols = ["dataset", "contrast", "repeat", "family", "metric", "test", "value_arm",
+            "value_reference", "difference", "ci_low", "ci_high", "p_value", "p_adjusted",
+            "decision", "detectable_difference", "underpowered", "estimate", "note"]
     shown = comparison[[c for c in cols if c in comparison.columns]]
-    return "\n".join([
-        "<p>Baseline (original images) vs bone-suppressed, paired on the same images and folds; "
-        "difference = bone-suppressed − baseline with its 95% CI. The test is named on every "
-        "row.</p>",
-        table_html(shown),
-        note("p_value is raw; p_adjusted is Holm-adjusted within the row's family (primary: "
-             "across TB data sets; secondary: across all other rows)."),
-    ])
+    parts = [
+        "<p>Arm − reference (column <code>contrast</code>), paired on the same images and folds, "
+        "with its 95% CI. The test is named on every row; rows per fine-tuning repeat "
+        "(<code>repeat</code>) are descriptive and carry no p.</p>",
+    ]
+    parts += [warning(w) if "underpowered" in w else note(w) for w in verdict_lines(comparison)]
+    parts += [table_html(shown),
+              note("p_value is raw; p_adjusted is adjusted within the row's family (primary: Holm "
+                   "across TB data sets; gatekept: serial gatekeeping after the primary; "
+                   "equivalence: TOST p; secondary: Holm across all other rows). "
+                   "detectable_difference: the smallest difference the row's standard error "
+                   "detects with 80% power.")]
+    return "\n".join(parts)
+
+
+def verdict_lines(comparison: pd.DataFrame) -> list[str]:
+    """One plain line per decisive row (primary, gatekept, equivalence), 'underpowered' included."""
+    lines = []
+    if "decision" not in comparison:
+        return lines
+    for _, r in comparison[comparison["family"].isin(["primary", "gatekept",
+                                                      "equivalence"])].iterrows():
+        line = (f"{r['dataset']}, {r['contrast']} ({r['family']}): {r['decision']}; ΔAUC "
+                f"{format_number(float(r['difference']))} [{format_number(float(r['ci_low']))}, "
+                f"{format_number(float(r['ci_high']))}], adjusted p "
+                f"{format_number(float(r['p_adjusted']))}")
+        if str(r.get("underpowered", "")).lower() == "true":
+            line += (f"; underpowered: the observed CI could only detect "
+                     f"{format_number(float(r['detectable_difference']))} with 80% power, more "
+                     "than the claimed gain")
+        lines.append(line)
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""Keep a finished run's answer in the repository: its report, its small tables and every
+out-of-fold prediction, so that the README's numbers can be recomputed (issue 26).
+
+    python -m cxrbs.report.export --workdir . --out docs/results
+
+``headline.csv`` is computed here from ``predictions.csv`` alone (pooled out-of-fold AUC of the
+seed-averaged deep-model predictions per collection and arm, with DeLong's 95% CI), beside the
+run's own ``comparison.csv``; a test recomputes it from the committed predictions, so no number in
+the README is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrbs.core import atomic
+from cxrbs.core.errors import CxrbsError
+
+__all__ = ["export_run", "gather_predictions", "headline"]
+
+#: Small tables copied as they are (relative to the run's folder), when present.
+TABLES = ("results/cls/comparison.csv", "results/cls/metrics.csv", "results/bs/eval/summary.csv",
+          "results/bs/best.json", "results/report.html")
+MAX_BYTES = 5 * 2**20
+
+
+def _repeat(path: Path) -> int:
+    m = re.fullmatch(r"repeat(\d+)", path.parent.parent.name)
+    return int(m.group(1)) if m else 0
+
+
+def gather_predictions(results: Path) -> pd.DataFrame:
+    """Every out-of-fold prediction of the run: one row per image, arm, model, repeat."""
+    files = sorted(Path(results, "cls").glob("*/*/fold*/predictions.csv")) + sorted(
+        Path(results, "cls").glob("*/*/repeat*/fold*/predictions.csv"))
+    files = [f for f in files if "pretrain" not in f.parts]
+    if not files:
+        raise CxrbsError(f"no fine-tuning predictions under {results}/cls: run the workflow first")
+    frames = [pd.read_csv(f, dtype={"patient": str, "image": str}).assign(repeat=_repeat(f))
+              for f in files]
+    out = pd.concat(frames, ignore_index=True)
+    keep = [c for c in ("dataset", "variant", "model", "repeat", "fold", "image", "patient",
+                        "label", "probability") if c in out]
+    return out[keep].sort_values(keep[:6]).reset_index(drop=True)
+
+
+def _delong_auc_ci(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
+    from cxrbs.cls.stats import delong_auc_ci, delong_auc_variance
+
+    auc, _ = delong_auc_variance(y, p)
+    lo, hi = delong_auc_ci(y, p)
+    return auc, lo, hi
+
+
+def headline(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Pooled out-of-fold AUC of the seed-averaged deep predictions, per collection and arm."""
+    deep = predictions[predictions["model"] == "deep"] if "model" in predictions else predictions
+    mean = deep.groupby(["dataset", "variant", "image"], as_index=False).agg(
+        label=("label", "first"), probability=("probability", "mean"),
+        repeats=("repeat", "nunique"))
+    rows = []
+    for (dataset, variant), g in mean.groupby(["dataset", "variant"]):
+        y, p = g["label"].to_numpy(int), g["probability"].to_numpy(float)
+        auc, lo, hi = _delong_auc_ci(y, p)
+        rows.append({"dataset": dataset, "arm": variant, "n": len(g), "n_positive": int(y.sum()),
+                     "repeats": int(g["repeats"].max()), "auc": auc, "ci_low": lo, "ci_high": hi,
+                     "ci_method": "DeLong 95% CI of the pooled out-of-fold AUC (seed-averaged)"})
+    return pd.DataFrame(rows)
+
+
+def export_run(workdir: Path, out: Path) -> list[Path]:
+    """Copy the run's report and small tables into ``out`` with predictions.csv and headline.csv."""
+    workdir, out = Path(workdir), atomic.ensure_dir(out)
+    written = []
+    for rel in TABLES:
+        src = workdir / rel
+        if src.is_file():
+            dest = out / src.name
+            with atomic.atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(dest)
+    preds = gather_predictions(workdir / "results")
+    atomic.write_csv(out / "predictions.csv", preds)
+    atomic.write_csv(out / "headline.csv", headline(preds))
+    written += [out / "predictions.csv", out / "headline.csv"]
+    total = sum(p.stat().st_size for p in written)
+    if total > MAX_BYTES:
+        raise CxrbsError(f"exported files take {total / 2**20:.1f} MB in {out}, over the 5 MB kept "
+                         "in the repository: leave the report out or shrink its figures")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, default=Path("."), help="the run's folder")
+    ap.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = ap.parse_args(argv)
+    for path in export_run(args.workdir, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""A run's answer kept in the repository (issue 26): predictions gathered from every fold and
+repeat, the headline recomputed from them alone; and the committed docs/results/ (when present)
+recomputes to the numbers it lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cxrbs.core.errors import CxrbsError
+from cxrbs.report.export import export_run, gather_predictions, headline
+
+ROOT = Path(__file__).resolve().parents[1]
+KEPT = ROOT / "docs" / "results"
+
+
+def _fake_run(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    for variant in ("baseline", "bone_suppressed"):
+        for repeat in (0, 1):
+            for fold in (0, 1):
+                part = np.arange(40)[fold::2]
+                sub = "" if repeat == 0 else f"repeat{repeat}/"
+                d = root / "results/cls/shenzhen" / variant / f"{sub}fold{fold}"
+                d.mkdir(parents=True)
+                rows = []
+                for model in ("deep", "hog"):
+                    p = np.clip(0.3 * y[part] + rng.uniform(0, 0.8, part.size), 0, 1)
+                    rows.append(pd.DataFrame({
+                        "image": [f"img{i}" for i in part], "patient": [str(i) for i in part],
+                        "label": y[part], "probability": p, "fold": fold, "variant": variant,
+                        "dataset": "shenzhen", "model": model}))
+                pd.concat(rows).to_csv(d / "predictions.csv", index=False)
+    (root / "results/cls/comparison.csv").write_text("dataset\nshenzhen\n")
+
+
+def test_headline_is_recomputed_from_the_predictions(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    files = export_run(tmp_path, tmp_path / "out")
+    assert {f.name for f in files} == {"comparison.csv", "predictions.csv", "headline.csv"}
+    preds = pd.read_csv(tmp_path / "out/predictions.csv")
+    assert len(preds) == 2 * 2 * 2 * 40 and set(preds["repeat"]) == {0, 1}
+    head = pd.read_csv(tmp_path / "out/headline.csv")
+    deep = preds[preds["model"] == "deep"]
+    for r in head.itertuples():
+        g = deep[deep["variant"] == r.arm].groupby("image").agg(
+            label=("label", "first"), probability=("probability", "mean"))
+        assert r.auc == pytest.approx(roc_auc_score(g["label"], g["probability"]))
+        assert r.ci_low < r.auc < r.ci_high and r.repeats == 2
+    with pytest.raises(CxrbsError, match="no fine-tuning predictions"):
+        gather_predictions(tmp_path / "nothing")
+
+
+@pytest.mark.skipif(not (KEPT / "predictions.csv").is_file(), reason="no kept run in docs/results")
+def test_kept_run_recomputes_to_its_headline_and_the_readme() -> None:
+    preds = pd.read_csv(KEPT / "predictions.csv", dtype={"image": str, "patient": str})
+    kept = pd.read_csv(KEPT / "headline.csv")
+    again = headline(preds)
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), again.reset_index(drop=True),
+                                  check_dtype=False)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for r in again.itertuples():
+        assert f"{r.auc:.3f}" in readme, (r.dataset, r.arm, r.auc)
