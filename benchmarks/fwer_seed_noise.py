@@ -8,15 +8,16 @@ Montgomery (58 / 80), 4 patient-level folds, and compares
 
 * old, 1 seed:      DeLong on one fine-tuning run per fold and arm;
 * old, mean of R:   DeLong on the predictions averaged over R seeds (the pre-issue-22 primary);
-* new, R seeds:     ``cxrbs.cls.stats.delong_seed_test`` (the workflow's test): the same
+* new, R seeds:     ``cxrbs.cls.stats.delong_seed_test(seed_variance="excess")``: the same
                     estimand, variance DeLong + the between-seed variance of the per-repeat ΔAUC
                     beyond the per-image noise DeLong already counts, / R; t, Satterthwaite df;
-* new full, R:      the same with the whole between-seed variance added (seed_variance="full"),
-                    which counts per-image seed noise twice: conservative.
+* new full, R:      the same with the whole between-seed variance added (seed_variance="full",
+                    the workflow's default), which counts per-image seed noise twice:
+                    conservative.
 
 Simulation: every image has a shared difficulty (both arms see it) and every fitted model
-(arm x seed x fold) its own per-image noise and its own skill shift, scaled so that one model's
-AUC has SD ``tau`` over seeds (``--tau``; 0 reproduces tests/test_stats_fwer.py's setting). Under
+(arm x seed x fold) its own per-image noise and its own skill shift, scaled so that one fold
+model's AUC has SD ``tau`` over seeds from the skill shift alone (``--tau``; 0 reproduces tests/test_stats_fwer.py's setting). Under
 H0 both arms have the same expected skill; for power, the bone-suppressed arm's expected AUC is
 higher by ``--effect`` (default 0.03, the effect the study claims). Base AUC about 0.9.
 
@@ -83,7 +84,8 @@ def simulate(runs: int, tau: float, effect: float, repeats: tuple[int, ...], see
             for r in repeats:
                 out[f"old, mean of {r}"][i, j] = delong_test(
                     y, bs[:r].mean(0), base[:r].mean(0))["p_value"]
-                out[f"new, {r} seeds"][i, j] = delong_seed_test(y, bs[:r], base[:r])["p_value"]
+                out[f"new, {r} seeds"][i, j] = delong_seed_test(
+                    y, bs[:r], base[:r], seed_variance="excess")["p_value"]
                 out[f"new full, {r} seeds"][i, j] = delong_seed_test(
                     y, bs[:r], base[:r], seed_variance="full")["p_value"]
     return out

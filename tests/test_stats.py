@@ -361,15 +361,15 @@ def test_repeats_one_decisive_p_with_seed_variance() -> None:
         row = prim.loc[dataset]
         assert row["difference"] == pytest.approx(one.loc[dataset, "difference"])  # same estimand
         assert row["difference"] == pytest.approx(avg["difference"])
-        assert row["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + m2 / 3))
+        # default (cls.seed_variance: full): the whole between-seed variance is added
+        assert row["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + s2 / 3))
         assert row["seed_sd"] == pytest.approx(np.sqrt(s2))
-        assert row["model_sd"] == pytest.approx(np.sqrt(m2))
-        if m2 > 0:
-            assert row["df"] == pytest.approx((avg["se"] ** 2 + m2 / 3) ** 2 * 2 / (m2 / 3) ** 2)
+        assert row["df"] == pytest.approx((avg["se"] ** 2 + s2 / 3) ** 2 * 2 / (s2 / 3) ** 2)
+        excess = delong_seed_test(y, *arms, seed_variance="excess")
+        assert excess["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + m2 / 3))
+        assert excess["model_sd"] == pytest.approx(np.sqrt(m2))
         assert row["p_value"] >= one.loc[dataset, "p_value"] - 1e-12  # training variance adds
         assert row["test"].startswith("DeLong + between-seed variance")
-        full = delong_seed_test(y, *arms, seed_variance="full")
-        assert full["se"] == pytest.approx(np.sqrt(avg["se"] ** 2 + s2 / 3))
     np.testing.assert_allclose(prim["p_adjusted"], multipletests(prim["p_value"], method="holm")[1])
     assert prim["note"].str.contains("per repeat").all()
     per = out[out["family"] == "per repeat (descriptive)"]

@@ -51,3 +51,34 @@ def test_suppress_takes_threads() -> None:
 
     args = build_parser().parse_args(["suppress", "x.png", "-o", "out", "--threads", "1"])
     assert args.threads == 1
+
+
+def test_pipelined_suppress_writes_the_same_bytes_and_skips_bad_files(tmp_path: Path) -> None:
+    """Decoding and writing on a worker thread changes nothing in the outputs (issue 24)."""
+    import numpy as np
+
+    from cxrbs.bs.suppress import suppress_files
+    from cxrbs.data.io import write_png
+    from cxrbs.models import create_model
+    from cxrbs.models.checkpoint import header, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        write_png(src / f"img{i}.png", rng.uniform(0, 1, (48 + 8 * i, 40)), bits=16)
+    (src / "img2b.png").write_bytes(b"not a png")  # a bad file in the middle
+    model = create_model("unet_bs", width=4, levels=2, seed=0)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, header(kind="bs", model_name="unet_bs",
+                                 model_kwargs={"width": 4, "levels": 2}, input_size=32, seed=0,
+                                 versions={}, output_mode="residual"), model.state_dict())
+    outs = {}
+    for workers in (0, 1, 2):
+        bad: list[Path] = []
+        written = suppress_files([src], tmp_path / f"out{workers}", ckpt, progress=False,
+                                 io_workers=workers, on_error=lambda p, e: bad.append(p))
+        assert [p.name for p in bad] == ["img2b.png"]
+        outs[workers] = {p.name: p.read_bytes() for p in written}
+        assert list(outs[workers]) == [f"img{i}_bs.png" for i in range(5)]
+    assert outs[0] == outs[1] == outs[2]

@@ -274,6 +274,9 @@ def _add_suppress(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: the CPUs this process may use: its "
                         "affinity mask and cgroup quota, not the host's core count)")
+    p.add_argument("--io-workers", type=int, default=1, metavar="N",
+                   help="threads that decode the next files and write finished ones while the "
+                        "model runs (0: one file at a time); outputs are the same bytes")
     p.add_argument("--model-scale", action="store_true",
                    help="the study's output: square at the model's size, contrast-stretched (1st-99th "
                         "percentile), 8-bit; see above")

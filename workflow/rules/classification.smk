@@ -153,7 +153,7 @@ rule compare_cls:
         primary_endpoint=config["cls"]["primary_endpoint"],
         equivalence_margin=config["cls"].get("equivalence_margin", 0.02),
         claimed_effect=config["cls"].get("claimed_effect", 0.03),
-        seed_variance=config["cls"].get("seed_variance", "excess"),
+        seed_variance=config["cls"].get("seed_variance", "full"),
         inner_val_fraction=(config["cls"].get("finetune") or {}).get("val_fraction", 0.1),
     log:
         "logs/cls/compare.log",

@@ -339,7 +339,7 @@ def compare_variants(
     predictions: pd.DataFrame, *, threshold: float = 0.5, alpha: float = 0.05,
     primary_endpoint: str = PRIMARY_ENDPOINT, equivalence_margin: float = EQUIVALENCE_MARGIN,
     claimed_effect: float = CLAIMED_EFFECT, inner_val_fraction: float | None = None,
-    seed_variance: str = "excess",
+    seed_variance: str = "full",
 ) -> pd.DataFrame:
     """Baseline vs bone-suppressed, per dataset: the primary row first, then secondary rows.
 

@@ -268,7 +268,7 @@ TEST_DELONG_SEEDS = "DeLong + between-seed variance (pooled out-of-fold, seed-av
 
 
 def delong_seed_test(y_true: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05,
-                     seed_variance: str = "excess") -> dict[str, Any]:
+                     seed_variance: str = "full") -> dict[str, Any]:
     """AUC(a) - AUC(b) of the seed-averaged predictions, with training variance (issue 22).
 
     ``scores_a``/``scores_b`` are (R, n) arrays: R fine-tuning repeats (other seeds, same folds)
@@ -280,11 +280,13 @@ def delong_seed_test(y_true: Any, scores_a: Any, scores_b: Any, alpha: float = 0
 
     with M the between-seed variance of the per-repeat AUC differences, s**2. Part of s**2 is
     per-image noise that differs between seeds, which DeLong already counts (it resamples the
-    images together with their scores); ``seed_variance="excess"`` (default) removes that part,
+    images together with their scores); ``seed_variance="excess"`` removes that part,
     M = max(s**2 - E, 0) with E = (mean_r Var_DeLong(diff_r) - Var_DeLong(diff of averaged)) *
     R / (R - 1), so a model-level shift (the whole fitted model better or worse, which DeLong
-    cannot see) is added once and per-image noise not twice; ``"full"`` adds s**2 / R as is
-    (conservative). The reference distribution is t with Welch–Satterthwaite degrees of freedom
+    cannot see) is added once and per-image noise not twice; ``"full"`` (default) adds s**2 / R
+    as is (conservative: benchmarks/fwer_seed_noise.py measures a family-wise error of 2.8% or
+    less up to a per-model AUC SD of 0.02, where "excess" reaches 5.5-6.2%). The reference
+    distribution is t with Welch–Satterthwaite degrees of freedom
     df = Var**2 (R - 1) / (M / R)**2 (DeLong's part counts as known). With R = 1 there is no
     estimate of M: the test is DeLong's alone and ``reason`` says that training noise is ignored.
     """

@@ -43,7 +43,11 @@ def run(snakemake: Any, main: Callable[[Any], Any]) -> None:
         import torch
 
         torch.set_num_threads(int(snakemake.threads))
-    _job_rule = str(getattr(snakemake, "rule", None) or "workflow")
+    try:
+        rule = snakemake.rule
+    except (AttributeError, KeyError):  # test doubles and old Snakemake versions lack it
+        rule = None
+    _job_rule = str(rule or "workflow")
     try:
         main(snakemake)
     except CxrbsError as exc:

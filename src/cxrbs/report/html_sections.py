@@ -329,7 +329,7 @@ def stats_section(layout: Layout) -> str:
 
 def verdict_lines(comparison: pd.DataFrame) -> list[str]:
     """One plain line per decisive row (primary, gatekept, equivalence), 'underpowered' included."""
-    lines = []
+    lines: list[str] = []
     if "decision" not in comparison:
         return lines
     for _, r in comparison[comparison["family"].isin(["primary", "gatekept",

@@ -109,7 +109,7 @@ def statistical_methods_html(config: Mapping[str, Any]) -> str:
         "formulation) plus the between-seed variance of the per-repeat AUC difference divided by "
         "the number of repeats (training variance: a fitted model's AUC moves from seed to seed, "
         f"which DeLong alone treats as fixed; <code>cls.seed_variance</code> = "
-        f"{_esc(_get(config, 'cls.seed_variance', 'excess'))}), with a t reference distribution "
+        f"{_esc(_get(config, 'cls.seed_variance', 'full'))}), with a t reference distribution "
         "(Welch–Satterthwaite degrees of freedom). The p-values of the TB data sets are "
         "Holm-adjusted as one family: one decisive p per TB set. Only this endpoint decides "
         "whether bone suppression helped.",
