@@ -86,7 +86,7 @@ BAD_OPTIONS = [
     ("train-bs", ["--crop-size", "8"], "--crop-size 8: must be an integer >= 16"),
     ("train-bs", ["--crop-size", "64", "--size", "32"], "--crop-size 64: larger than --size 32"),
     ("train-bs", ["--val-fraction", "0.7"], "--val-fraction 0.7: must be a number in (0, 0.5)"),
-    ("train-bs", ["--n-pairs", "0"], "--n-pairs 0"),
+    ("train-bs", ["--n-pairs", "-1"], "--n-pairs -1"),
     ("train-bs", ["--patience", "0"], "--patience 0"),
     ("train-bs", ["--threads", "0"], "--threads 0"),
     ("train-bs", ["--seed", "-1"], "--seed -1"),

@@ -1,31 +1,6 @@
 # Full-resolution scoring (the path `cxrbs suppress` runs) and packaging of the selected model as
 # a bundled model: `snakemake --cores 2 --configfile config/bundled.yaml -- bundle`.
 
-BUNDLE = config["bundle"]
-BUNDLE_DIR = f"results/bundle/{BUNDLE['name']}"
-
-
-def fullres_inputs(wildcards):
-    """Original files of a paired set; 'validation' / 'heldout_test' via the training split."""
-    if wildcards.testset in (SELECTION_SET, "heldout_test"):
-        return {
-            "manifests": expand("results/data/{imageset}/manifest.csv", imageset=BS_TRAIN),
-            "split": "results/bs/data/split.csv",
-        }
-    return {"manifests": [f"results/data/{wildcards.testset}/manifest.csv"]}
-
-
-def bundle_inputs(wildcards):
-    extra = {}
-    if BUNDLE["figure_input"]:
-        extra["figure_input"] = BUNDLE["figure_input"]
-    if BUNDLE["compare_with"]:
-        from cxrbs.bs.suppress import resolve_model
-
-        extra["compare_with"] = str(resolve_model(BUNDLE["compare_with"]))
-    return extra
-
-
 rule evaluate_bs_fullres:
     """Per-image scores of the full-resolution output, on the original files of each set."""
     input:

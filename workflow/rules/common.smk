@@ -143,3 +143,29 @@ def all_targets():
         "results/report.html",
     ]
     return targets
+
+
+# --- bundle.smk: full-resolution scoring and packaging of the selected model
+BUNDLE = config["bundle"]
+BUNDLE_DIR = f"results/bundle/{BUNDLE['name']}"
+
+
+def fullres_inputs(wildcards):
+    """Original files of a paired set; 'validation' / 'heldout_test' via the training split."""
+    if wildcards.testset in (SELECTION_SET, "heldout_test"):
+        return {
+            "manifests": expand("results/data/{imageset}/manifest.csv", imageset=BS_TRAIN),
+            "split": "results/bs/data/split.csv",
+        }
+    return {"manifests": [f"results/data/{wildcards.testset}/manifest.csv"]}
+
+
+def bundle_inputs(wildcards):
+    extra = {}
+    if BUNDLE["figure_input"]:
+        extra["figure_input"] = BUNDLE["figure_input"]
+    if BUNDLE["compare_with"]:
+        from cxrbs.bs.suppress import resolve_model
+
+        extra["compare_with"] = str(resolve_model(BUNDLE["compare_with"]))
+    return extra

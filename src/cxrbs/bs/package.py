@@ -120,6 +120,8 @@ def model_metadata(*, name: str, meta: Mapping[str, Any], gains: pd.DataFrame,
                           f"{size}x{size} with the source's 1/99 percentile stretch"})
         metrics[str(r.test_set)][str(r.metric)] = {
             "model": float(r.mean_a), "identity": float(r.mean_b), "gain": float(r.difference),
+            "estimand": str(getattr(r, "estimand", "mean of the per-image differences")),
+            "mean_gain": float(getattr(r, "mean_difference", r.difference)),
             "gain_ci95": [float(r.ci_low), float(r.ci_high)],
             "ci_method": str(r.ci_method), "test": str(r.test), "p_adjusted": float(r.p_adjusted),
             "adjustment": str(r.adjustment), "n_better": int(r.n_better)}
@@ -175,7 +177,7 @@ def _headline(metadata: Mapping[str, Any]) -> dict[str, str]:
 
 
 def card_text(metadata: Mapping[str, Any], tables: str, *, figure: str | None,
-              recipe_command: str) -> str:
+              recipe_command: str, methods: Mapping[str, str] | None = None) -> str:
     """The model card, from the template; every number comes from ``metadata`` or ``tables``."""
     model = metadata["model"]
     training = metadata.get("training") or {}
@@ -198,6 +200,9 @@ def card_text(metadata: Mapping[str, Any], tables: str, *, figure: str | None,
         tables=tables, command=recipe_command,
         figure=f"![input, output and removed bone layer]({figure})" if figure else "",
         torch=metadata["framework"].get("torch"),
+        estimand=(methods or {}).get("estimand", "mean of the per-image differences"),
+        ci_method=(methods or {}).get("ci_method", "95% CI"),
+        test=(methods or {}).get("test", "Wilcoxon signed-rank"),
     )
 
 
@@ -237,9 +242,13 @@ def package_model(*, name: str, checkpoint: Path, per_image: pd.DataFrame, arch:
     atomic.write_json(files["metadata"], metadata)
     if figure is not None:
         files["figure"] = figure
+    first = gains.iloc[0]
+    methods = {"estimand": str(first.get("estimand", "mean of the per-image differences")),
+               "ci_method": str(first["ci_method"]).replace(" (exact)", "").replace(
+                   " (normal approx.)", ""), "test": str(first["test"])}
     card = card_text(metadata, _markdown_tables(gains, per_image, arch),
                      figure=figure.name if figure is not None else None,
-                     recipe_command=recipe_command)
+                     recipe_command=recipe_command, methods=methods)
     atomic.write_text(files["card"], card)
     index = {name: {"file": files["weights"].name, "sha256": sha, "card": files["card"].name,
                     "metadata": files["metadata"].name, "default": True,

@@ -21,12 +21,16 @@ import pandas as pd
 
 from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.layout import Layout
 
 __all__ = ["export_run", "gather_predictions", "headline"]
 
-#: Small tables copied as they are (relative to the run's folder), when present.
-TABLES = ("results/cls/comparison.csv", "results/cls/metrics.csv", "results/bs/eval/summary.csv",
-          "results/bs/best.json", "results/report.html")
+def _tables(layout: Layout) -> list[Path]:
+    """Small files copied as they are, when present."""
+    return [layout.cls_comparison, layout.cls_metrics, layout.bs_summary, layout.bs_best,
+            layout.report]
+
+
 MAX_BYTES = 5 * 2**20
 
 
@@ -37,8 +41,9 @@ def _repeat(path: Path) -> int:
 
 def gather_predictions(results: Path) -> pd.DataFrame:
     """Every out-of-fold prediction of the run: one row per image, arm, model, repeat."""
-    files = sorted(Path(results, "cls").glob("*/*/fold*/predictions.csv")) + sorted(
-        Path(results, "cls").glob("*/*/repeat*/fold*/predictions.csv"))
+    cls_dir = Layout(Path(results)).cls_dir
+    files = sorted(cls_dir.glob("*/*/fold*/predictions.csv")) + sorted(
+        cls_dir.glob("*/*/repeat*/fold*/predictions.csv"))
     files = [f for f in files if "pretrain" not in f.parts]
     if not files:
         raise CxrbsError(f"no fine-tuning predictions under {results}/cls: run the workflow first")
@@ -77,15 +82,15 @@ def headline(predictions: pd.DataFrame) -> pd.DataFrame:
 def export_run(workdir: Path, out: Path) -> list[Path]:
     """Copy the run's report and small tables into ``out`` with predictions.csv and headline.csv."""
     workdir, out = Path(workdir), atomic.ensure_dir(out)
+    layout = Layout(workdir / "results")
     written = []
-    for rel in TABLES:
-        src = workdir / rel
+    for src in _tables(layout):
         if src.is_file():
             dest = out / src.name
             with atomic.atomic_path(dest) as tmp:
                 shutil.copyfile(src, tmp)
             written.append(dest)
-    preds = gather_predictions(workdir / "results")
+    preds = gather_predictions(layout.root)
     atomic.write_csv(out / "predictions.csv", preds)
     atomic.write_csv(out / "headline.csv", headline(preds))
     written += [out / "predictions.csv", out / "headline.csv"]
