@@ -10,7 +10,8 @@ import torch
 from cxrbs.bs.metrics import evaluate_pairs
 from cxrbs.data.phantoms import make_phantom
 from cxrbs.data.preprocess import preprocess_pair
-from cxrbs.bs.train import TrainConfig, load_bs_model, predict_images, train_bs
+from cxrbs.bs.predict import load_bs_model, predict_images
+from cxrbs.bs.train import TrainConfig, train_bs
 
 
 def phantom_pairs(n: int, seed: int, size: int = 64) -> np.ndarray:

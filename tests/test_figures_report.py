@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 from cxrbs.core.atomic import save_npy, save_torch, write_csv, write_json
 from cxrbs.bs.evaluate import select_best, summarize_evaluations
+from cxrbs.bs.paired import paired_tests
 from cxrbs.cls.pipeline import compare, evaluate
 from cxrbs.explain.crm import class_selective_relevance_map, mass_inside_boxes
 from cxrbs.core.layout import Layout
@@ -31,12 +33,13 @@ from cxrbs.data.io import write_png
 from cxrbs.models import create_model
 from cxrbs.data.preprocess import to_uint16
 from cxrbs.report.html import bs_summary_table, build_report, format_number, software_versions
+from cxrbs.report.html_blocks import format_p
 from cxrbs.cls.stats import TEST_DELONG, TEST_MCNEMAR
 
 S = 32  # stack side
 ORIG_W, ORIG_H = 64, 48  # original image size: boxes are given in these pixels
 N_TB = 16
-HEADINGS = ["Data", "Statistical methods", "Bone suppression", "Classification", "Statistics", "Relevance maps",
+HEADINGS = ["At a glance", "Data", "Statistical methods", "Bone suppression", "Classification", "Statistics", "Relevance maps",
             "Feature space", "Configuration and software"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -98,8 +101,10 @@ def _write_bs(results: Path, rng: np.random.Generator) -> None:
     write_csv(results / "bs" / "eval" / "summary.csv", summary)
     # models are selected on the validation pairs only (issue 12); here they mirror des
     validation = summarize_evaluations([f.assign(test_set="validation") for f in frames])
-    write_json(results / "bs" / "best.json",
-               select_best(pd.concat([validation, summary]), metric="psnr"))
+    best = select_best(pd.concat([validation, summary]), metric="psnr")
+    write_json(results / "bs" / "best.json", best)
+    write_csv(results / "bs" / "eval" / "paired.csv",
+              paired_tests(pd.concat(frames, ignore_index=True), selected=best["arch"]))
     for arch in ("ae_bs", "convnet_bs"):
         epochs = np.arange(1, 5)
         write_csv(results / "bs" / "models" / arch / "history.csv", pd.DataFrame({
@@ -221,8 +226,9 @@ def _assert_png(path_or_bytes: Path | bytes) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 def test_make_all_figures_draws_every_part(tree: dict[str, Any]) -> None:
     names = {k: sorted(p.name for p in v) for k, v in tree["figures"].items()}
-    assert names["bone_suppression"] == ["bs_examples_des.png", "bs_metrics.png",
-                                         "bs_training_curves.png"]
+    assert names["summary"] == ["summary.png"]
+    assert names["bone_suppression"] == ["bs_examples_des.png", "bs_forest.png", "bs_metrics.png",
+                                         "bs_scatter.png", "bs_training_curves.png"]
     assert names["classification"] == ["cls_confusion_shenzhen.png", "cls_metrics_pretrain.png",
                                        "cls_metrics_shenzhen.png", "cls_pretrain_curves.png",
                                        "cls_roc_shenzhen.png"]
@@ -284,12 +290,14 @@ def test_report_is_self_contained(tree: dict[str, Any]) -> None:
     html = tree["html"]
     assert re.findall(r"<h2>(.*?)</h2>", html) == HEADINGS
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', html)
-    assert len(srcs) == sum(len(v) for v in tree["figures"].values()) == 11
+    assert len(srcs) == sum(len(v) for v in tree["figures"].values()) == 14
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         _assert_png(base64.b64decode(src.split(",", 1)[1]))
     assert not re.search(r'(src|href)="(https?:|file:|/)', html)
     assert "<link" not in html and "<script" not in html
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert hrefs and all(h.startswith(("#", "data:text/csv;base64,")) for h in hrefs), hrefs
     assert "SYNTHETIC DEMO DATA" in html
 
 
@@ -303,10 +311,11 @@ def test_report_tables_show_identity_tests_and_config(tree: dict[str, Any]) -> N
                      r"test against identity)", bs, re.S)
     stats = html.split("<h2>Statistics</h2>")[1].split("<h2>")[0]
     comparison = pd.read_csv(tree["results"] / "cls" / "comparison.csv")
-    assert stats.count(f">{TEST_DELONG}<") == 1 and stats.count(f">{TEST_MCNEMAR}<") == 1
+    # each test named once (in the caption), not on every row
+    assert stats.count(TEST_DELONG) == 1 and stats.count(TEST_MCNEMAR) == 1
     assert stats.count("<tr") == len(comparison) + 1  # header + one row per comparison row
     p_delong = comparison.loc[comparison["test"] == TEST_DELONG, "p_value"].iloc[0]
-    assert f">{p_delong:.4g}<" in stats
+    assert f">{format_p(p_delong)}<" in stats  # 2 significant digits
     data = html.split("<h2>Data</h2>")[1].split("<h2>")[0]
     assert ">shenzhen<" in data and ">0: 8; 1: 8<" in data and ">synthetic phantoms<" in data
     cfg = html.split("<h2>Configuration and software</h2>")[1]
@@ -474,7 +483,10 @@ def test_bs_summary_table_and_number_format() -> None:
         .startswith("n/a: no paired test")
     assert table.at["good", "psnr"] == "31 [30, 32]"
     assert format_number(0.123456) == "0.1235" and format_number(float("nan")) == "n/a"
-    assert format_number(12345.6) == "1.235e+04" and format_number("x") == "x"
+    assert format_number(12345.6) == "1.23e+04" and format_number("x") == "x"
+    assert format_number(0.004567) == "0.0046" and format_number(42.14178) == "42.14"
+    assert format_p(0.27796) == "0.28" and format_p(1.0) == "1" and format_p(0.0625) == "0.062"
+    assert format_p(float("nan")) == "n/a" and format_p(1e-7) == "< 0.0001"
 
 
 def test_index_json_round_trip_through_scripts_format(tree: dict[str, Any], tmp_path: Path) -> None:
@@ -566,3 +578,92 @@ def test_explain_and_figures_scripts_pass_declared_paths(tree: dict[str, Any], t
     assert names == {k: sorted(p.name for p in v) for k, v in tree["figures"].items()}
     for path in (tmp_path / "figures").glob("*.png"):
         assert path.read_bytes() == (results / "figures" / path.name).read_bytes(), path.name
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 23: the answers first, long tables collapsed, CSVs downloadable, 1280 px in a browser
+# ---------------------------------------------------------------------------------------------
+class _TableDepth(HTMLParser):
+    """Each <table>'s row count and whether it sits inside a <details>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth, self.tables = 0, []  # type: ignore[var-annotated]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "details":
+            self.depth += 1
+        elif tag == "table":
+            self.tables.append([self.depth > 0, 0])
+        elif tag == "tr" and self.tables:
+            self.tables[-1][1] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "details":
+            self.depth -= 1
+
+
+def test_first_screen_answers_from_the_results(tree: dict[str, Any]) -> None:
+    html = tree["html"]
+    glance = html.split('<section id="summary"')[1].split("</section>")[0]
+    assert html.index('<section id="summary"') < html.index("<nav>")  # before everything else
+    comparison = pd.read_csv(tree["results"] / "cls" / "comparison.csv")
+    primary = comparison[comparison["family"] == "primary"].iloc[0]
+    assert ">shenzhen<" in glance and "Primary endpoint" in glance
+    assert f">{format_number(float(primary['value_arm']))}<" in glance  # AUC of each arm
+    assert f">{format_number(float(primary['value_reference']))}<" in glance
+    assert f">{format_p(primary['p_adjusted'])}<" in glance
+    assert re.search(r'class="verdict">(No evidence either way|The bone-suppressed images)', glance)
+    best = json.loads((tree["results"] / "bs" / "best.json").read_text())
+    paired = pd.read_csv(tree["results"] / "bs" / "eval" / "paired.csv")
+    gain = paired[(paired["model_a"] == best["arch"]) & (paired["model_b"] == "identity")
+                  & (paired["metric"] == "psnr") & (paired["test_set"] == "des")].iloc[0]
+    assert f"Selected model {best['arch']}" in glance
+    assert f"+{format_number(float(gain['difference']))} dB on des" in glance
+    assert "MS-SSIM" in glance and "paired test supports it?" in glance
+    # the warnings that change the reading: tiny samples, no control arm, one repeat
+    assert "Tiny samples (shenzhen 16 images, des 6 pairs" in glance
+    assert "No control (sham) arm" in glance and "One fine-tuning repeat" in glance
+    assert glance.count("<img") == 1  # one small figure
+    assert "SYNTHETIC DEMO DATA" in html.split('<section id="summary"')[0]
+
+
+def test_long_tables_are_collapsed_and_every_csv_downloads(tree: dict[str, Any]) -> None:
+    html, results = tree["html"], tree["results"]
+    parser = _TableDepth()
+    parser.feed(html)
+    assert parser.tables
+    for collapsed, rows in parser.tables:
+        assert collapsed or rows <= 16, (collapsed, rows)  # a long table is one click away
+    links = dict(re.findall(r'<a download="([^"]+)" href="data:text/csv;base64,([^"]+)"', html))
+    for rel in ("bs/eval/summary.csv", "bs/eval/paired.csv", "cls/metrics.csv",
+                "cls/comparison.csv", "cls/feature_space.csv", "cls/crm_boxes.csv"):
+        name = Path(rel).name
+        assert name in links, name
+        assert base64.b64decode(links[name]) == (results / rel).read_bytes(), name
+    # method names once: the paired table names its test in the caption, not in every row
+    bs = html.split("<h2>Bone suppression</h2>")[1].split("<h2>")[0]
+    assert bs.count("Wilcoxon signed-rank (per image)") == 1
+    # figures before the collapsed tables, the forest plot and scatter first
+    forest, scatter = bs.index("<figcaption>Every model minus identity"), bs.index(
+        "<figcaption>One dot per test image")
+    assert forest < scatter < bs.index("<details")
+
+
+def test_report_fits_1280px_in_a_browser(tree: dict[str, Any], tmp_path: Path) -> None:
+    """Chromium at 1280 x 900: the first screen answers, nothing is wider than the viewport
+    (every <details> closed, and open), and the page is a few screens tall."""
+    from report_browser import chromium, probe
+
+    if chromium() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    page = tree["results"] / "report.html"
+    closed = probe(page, tmp_path / "closed")
+    assert closed["broken"] == 0 and closed["images"] == 14
+    assert closed["wide"] == [] and closed["width"] <= closed["viewport"], closed["wide"]
+    first = closed["first_screen"]
+    assert "Primary endpoint" in first and "shenzhen" in first and "No evidence either way" in first
+    assert "PSNR gain" in first and "dB on des" in first
+    assert closed["height"] <= 11000, closed["sections"]
+    opened = probe(page, tmp_path / "open", open_details=True)
+    assert opened["wide"] == [] and opened["height"] > closed["height"], opened["wide"]

@@ -61,6 +61,15 @@ rule figures:
     """Figures of every stage, drawn from the stage tables and the explain rule's arrays."""
     input:
         bs_summary="results/bs/eval/summary.csv",
+        # the forest plot (every model vs identity), the first-screen figure and the per-image
+        # scatter of the selected model against identity
+        bs_best="results/bs/best.json",
+        bs_paired="results/bs/eval/paired.csv",
+        bs_per_image=expand(
+            "results/bs/eval/{arch}/{testset}.csv",
+            arch=ARCHS + ["identity"],
+            testset=BS_EVAL_SETS,
+        ),
         # bs.pretrained: nothing was trained, so no history
         bs_histories=expand("results/bs/models/{arch}/history.csv", arch=[] if PRETRAINED else ARCHS),
         pretrain_history="results/cls/pretrain/history.csv",
@@ -103,7 +112,8 @@ rule figures:
 
 
 rule report:
-    """One self-contained HTML file: every table, figure, note, the config and software versions."""
+    """One self-contained HTML file: the answers on its first screen, then figures, every long
+    table collapsed with its CSV embedded as a download, the config and software versions."""
     input:
         figures="results/figures",
         feature_space="results/cls/feature_space.csv",

@@ -20,7 +20,13 @@ import pandas as pd
 
 from cxrbs.core.layout import WORKFLOW, Layout
 from cxrbs.explain.store import ExplainFiles, load_arrays, read_notes
-from cxrbs.report.figures_bs import plot_bs_examples, plot_bs_metrics, plot_training_curves
+from cxrbs.report.figures_bs import (
+    plot_bs_examples,
+    plot_bs_forest,
+    plot_bs_metrics,
+    plot_bs_scatter,
+    plot_training_curves,
+)
 from cxrbs.report.figures_cls import (
     plot_cls_metrics,
     plot_confusion,
@@ -28,11 +34,13 @@ from cxrbs.report.figures_cls import (
     plot_roc,
 )
 from cxrbs.report.figures_explain import plot_crm_grid, plot_tsne
+from cxrbs.report.figures_summary import plot_summary
 from cxrbs.report.style import VARIANTS
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("bone_suppression", "classification", "statistics", "relevance_maps", "feature_space")
+SECTIONS = ("summary", "bone_suppression", "classification", "statistics", "relevance_maps",
+            "feature_space")
 
 
 @dataclass
@@ -75,7 +83,9 @@ def make_all_figures(results_dir: str | Path, config: Mapping[str, Any], out_dir
     layout = Layout(Path(results_dir))
     explain = explain or ExplainFiles.of(layout)
     col = _Collector(Path(out_dir))
+    _summary_figure(layout, col)
     _bone_suppression_figures(layout, col)
+    _bs_paired_figures(layout, col)
     _bs_example_figures(explain, col)
     _classification_figures(layout, config, col)
     _crm_figures(explain, col)
@@ -89,6 +99,65 @@ def make_all_figures(results_dir: str | Path, config: Mapping[str, Any], out_dir
         for section, lines in col.notes.items():
             notes.setdefault(section, []).extend(lines)
     return col.figures
+
+
+def _read_best(layout: Layout) -> dict[str, Any]:
+    import json
+
+    if not layout.bs_best.is_file():
+        return {}
+    try:
+        return dict(json.loads(layout.bs_best.read_text(encoding="utf-8")))
+    except ValueError:
+        return {}
+
+
+def _selected_arch(best: Mapping[str, Any]) -> str | None:
+    arch = best.get("arch") or ("pretrained" if best.get("training_skipped") else None)
+    return str(arch) if arch else None
+
+
+def _summary_figure(layout: Layout, col: _Collector) -> None:
+    """The first screen's figure: primary ΔAUC per TB set and the selected model's gain."""
+    best = _read_best(layout)
+    comparison = _read_csv(layout.cls_comparison)
+    paired = _read_csv(layout.bs_paired)
+    try:
+        col.add("summary", plot_summary(comparison, paired, _selected_arch(best),
+                                        str(best.get("metric", "psnr")), col.path("summary")))
+    except (ValueError, KeyError) as exc:
+        col.note("summary", f"no summary figure: {exc}")
+
+
+def _bs_paired_figures(layout: Layout, col: _Collector) -> None:
+    """The forest plot of every model vs identity and the selected model's per-image scatter."""
+    sec = "bone_suppression"
+    paired = _read_csv(layout.bs_paired)
+    if paired is None or paired.empty:
+        col.note(sec, f"no paired tests ({WORKFLOW.bs_paired}) yet: no forest plot")
+    else:
+        try:
+            col.add(sec, plot_bs_forest(paired, col.path("bs_forest")))
+        except ValueError as exc:
+            col.note(sec, f"no forest plot: {exc}")
+    best = _read_best(layout)
+    arch = _selected_arch(best)
+    summary = _read_csv(layout.bs_summary)
+    if arch is None or summary is None or summary.empty:
+        return
+    metric = "psnr"
+    per_image = {}
+    for test in sorted(summary["test_set"].astype(str).unique()):
+        model_csv, identity_csv = layout.bs_eval(arch, test), layout.bs_eval("identity", test)
+        if not (model_csv.is_file() and identity_csv.is_file()):
+            continue
+        model = pd.read_csv(model_csv, dtype={"name": str})[["name", metric]]
+        identity = pd.read_csv(identity_csv, dtype={"name": str})[["name", metric]]
+        per_image[test] = model.merge(identity, on="name", suffixes=("_m", "_i")).rename(
+            columns={f"{metric}_m": "model", f"{metric}_i": "identity"})
+    if per_image:
+        col.add(sec, plot_bs_scatter(per_image, col.path("bs_scatter"), model_name=arch,
+                                     metric=metric))
 
 
 def _bone_suppression_figures(layout: Layout, col: _Collector) -> None:

@@ -14,18 +14,24 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from cxrbs.explain.selection import example_indices
 from cxrbs.report.style import (
+    BS_LOWER_IS_BETTER,
     BS_METRICS,
     IDENTITY,
+    PLAIN_COLOUR,
+    SIGNIFICANT_COLOUR,
     IDENTITY_COLOUR,
     as_stack,
     figure,
+    fmt_p,
     metric_label,
     ordered,
     save,
     show_gray,
+    truthy,
     yerr,
 )
 
@@ -158,4 +164,121 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: str | Path,
             ax.grid(alpha=0.3)
         axes[0].legend()
         fig.suptitle(title)
+        return save(fig, out)
+
+
+def _model_vs_identity(paired: pd.DataFrame) -> pd.DataFrame:
+    if "contrast" in paired:
+        rows = paired[paired["contrast"].astype(str) == "model vs identity"]
+    else:
+        rows = paired[paired["model_b"].astype(str) == IDENTITY]
+    return rows
+
+
+def plot_bs_forest(paired: pd.DataFrame, out: str | Path) -> Path:
+    """Forest plot of every model minus identity: one panel per metric, one row per test set and
+    model, the paired estimate with its 95% CI, the zero line, and the adjusted p at the right.
+
+    Red: the paired test supports the model (``a_better``); an open marker: no CI (too few pairs).
+    """
+    need = {"test_set", "metric", "model_a", "model_b", "difference", "ci_low", "ci_high"}
+    if not need <= set(paired.columns):
+        raise ValueError(f"paired needs columns {sorted(need)}, has {list(paired.columns)}")
+    rows = _model_vs_identity(paired)
+    if rows.empty:
+        raise ValueError("no model-vs-identity rows to draw")
+    metrics = ordered(rows["metric"], BS_METRICS)
+    keys = sorted({(str(t), str(m)) for t, m in zip(rows["test_set"], rows["model_a"],
+                                                      strict=True)})
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    with figure(3.9 * ncols + 0.6, (0.2 * len(keys) + 1.0) * nrows + 0.5) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for k, (ax, metric) in enumerate(zip(axes, metrics, strict=False)):
+            sel = rows[rows["metric"] == metric]
+            _forest_panel(ax, sel, keys, labels=k % ncols == 0)
+            better = "←" if metric in BS_LOWER_IS_BETTER else "→"
+            ax.set_title(metric_label(metric).split("\n")[0])
+            ax.set_xlabel(f"model − identity ({better} better)", fontsize=8)
+        for ax in axes[len(metrics):]:
+            ax.set_axis_off()
+        fig.suptitle("Each model minus identity, per test image pair (median difference, 95% CI; "
+                     "red: the paired test supports the model)")
+        return save(fig, out)
+
+
+def _forest_panel(ax: Axes, sel: pd.DataFrame, keys: list[tuple[str, str]], *,
+                  labels: bool) -> None:
+    index = {key: i for i, key in enumerate(keys)}
+    y_of = {key: len(keys) - 1 - i for key, i in index.items()}
+    for _, r in sel.iterrows():
+        key = (str(r["test_set"]), str(r["model_a"]))
+        y, d = y_of[key], float(r["difference"])
+        lo, hi = float(r["ci_low"]), float(r["ci_high"])
+        has_ci = np.isfinite(lo) and np.isfinite(hi)
+        colour = SIGNIFICANT_COLOUR if truthy(r.get("a_better")) else PLAIN_COLOUR
+        if has_ci:
+            ax.errorbar([d], [y], xerr=yerr(np.array([d]), np.array([lo]), np.array([hi])),
+                        fmt="o", color=colour, capsize=2.5, markersize=4)
+        else:
+            ax.plot([d], [y], "o", mfc="white", color=colour, markersize=4)
+        ax.annotate(fmt_p(r.get("p_adjusted", r.get("p_value"))).replace("p = ", ""), (1.01, y),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=6.5, color=colour)
+    ax.axvline(0.0, color="#888888", linestyle="--", linewidth=1)
+    ax.annotate("adj. p", (1.01, 1.0), xycoords="axes fraction", va="bottom", fontsize=6.5,
+                color="#555555")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ticks = [y_of[k] for k in keys]
+    ax.set_yticks(ticks, [f"{t}: {m}" for t, m in keys] if labels else [""] * len(keys))
+    ax.set_ylim(-0.7, len(keys) - 0.3)
+    for y in range(len(keys) - 1):  # a rule between test sets
+        if keys[len(keys) - 1 - y][0] != keys[len(keys) - 2 - y][0]:
+            ax.axhline(y + 0.5, color="#dddddd", linewidth=0.8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_bs_scatter(per_image: Mapping[str, pd.DataFrame], out: str | Path, *,
+                    model_name: str, metric: str = "psnr") -> Path:
+    """Per test set, each image's ``metric`` for the model (y) against identity (x), with the
+    diagonal: points above it (below it for MAE) are images the model improved.
+
+    ``per_image`` maps a test set to a frame with columns ``model`` and ``identity``.
+    """
+    tests = [t for t, f in per_image.items() if not f.empty]
+    if not tests:
+        raise ValueError("no per-image scores to draw")
+    ncols = min(4, len(tests))
+    nrows = -(-len(tests) // ncols)
+    with figure(3.0 * ncols + 0.3, 3.0 * nrows + 0.5) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, test in zip(axes, tests, strict=False):
+            frame = per_image[test]
+            x = frame["identity"].to_numpy(float)
+            y = frame["model"].to_numpy(float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            lo = float(np.min(np.concatenate([x[ok], y[ok]]))) if ok.any() else 0.0
+            hi = float(np.max(np.concatenate([x[ok], y[ok]]))) if ok.any() else 1.0
+            pad = max(0.05 * (hi - lo), 1e-6)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#888888", linestyle="--",
+                    linewidth=1, label="model = identity")
+            better = (y < x) if metric in BS_LOWER_IS_BETTER else (y > x)
+            ax.scatter(x[ok & better], y[ok & better], s=14, color=SIGNIFICANT_COLOUR,
+                       label="model better")
+            ax.scatter(x[ok & ~better], y[ok & ~better], s=14, color="#1f77b4",
+                       label="identity better or equal")
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_aspect("equal")
+            name = metric_label(metric).split(",")[0].split(" (")[0]
+            ax.set_xlabel(f"identity (unchanged image) {name}")
+            ax.set_ylabel(f"{model_name} {name}")
+            role = " (selection)" if test == "validation" else ""
+            ax.set_title(f"{test}{role}: {int((ok & better).sum())} of {int(ok.sum())} "
+                         "improved", fontsize=8.5)
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="lower right", fontsize=7)
+        for ax in axes[len(tests):]:
+            ax.set_axis_off()
+        fig.suptitle(f"Per image: {model_name} against leaving the image unchanged "
+                     f"({metric_label(metric).split(',')[0].split(' (')[0]})")
         return save(fig, out)

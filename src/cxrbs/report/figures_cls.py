@@ -21,6 +21,7 @@ from cxrbs.report.style import (
     VARIANT_LABELS,
     VARIANTS,
     figure,
+    fmt_p,
     metric_label,
     ordered,
     save,
@@ -216,6 +217,6 @@ def _comparison_panel(ax: Axes, rows: pd.DataFrame) -> None:
     ax.set_yticks(y, labels)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     for yi, pv, col in zip(y, p, colours, strict=True):
-        ax.annotate("no p" if not np.isfinite(pv) else f"p = {pv:.3g}", (1.01, yi),
+        ax.annotate(fmt_p(pv), (1.01, yi),
                     xycoords=("axes fraction", "data"), va="center", fontsize=8, color=col)
     ax.grid(axis="x", alpha=0.3)

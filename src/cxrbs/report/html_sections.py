@@ -20,8 +20,12 @@ from cxrbs.bs.evaluate import HIGHER_IS_BETTER as BS_HIGHER_IS_BETTER
 from cxrbs.bs.evaluate import METRICS as BS_METRICS
 from cxrbs.core.layout import WORKFLOW, Layout
 from cxrbs.report.html_blocks import (
+    MORE,
+    details,
+    downloads,
     esc,
     format_number,
+    format_p,
     interval,
     note,
     read_csv,
@@ -104,10 +108,10 @@ def data_section(layout: Layout, config: Mapping[str, Any],
             fold_tables.append(_fold_counts(name, folds))
     if not rows:
         return note("no data sets in the configuration")
-    parts = [table_html(pd.DataFrame(rows)), "<h3>Patient-level folds of the TB sets</h3>"]
+    parts = [table_html(pd.DataFrame(rows))]
     if fold_tables:
-        parts.append(table_html(pd.concat(fold_tables, ignore_index=True)))
-        parts.append(note("Both variants (original and bone-suppressed) use these same folds."))
+        parts.append(details("Patient-level folds of the TB sets (both arms use these same folds)",
+                             table_html(pd.concat(fold_tables, ignore_index=True))))
     else:
         parts.append(note("no folds.csv found for any TB set"))
     return "\n".join(parts)
@@ -200,34 +204,69 @@ def _best_model_html(best: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def _constant_columns(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str], str]:
+    """Columns that repeat one text on every row, and a caption naming each value once."""
+    gone, said = [], []
+    for column in columns:
+        if column not in frame:
+            continue
+        values = [str(v) for v in frame[column].dropna().unique()]
+        gone.append(column)
+        if values:
+            said.append(f"{column}: " + "; ".join(values))
+    return gone, ". ".join(said)
+
+
+def paired_table(paired: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``paired.csv`` to read: one CI column, method names once in the caption, notes counted."""
+    frame = paired.copy()
+    if {"ci_low", "ci_high"} <= set(frame.columns):
+        frame["95% CI"] = [f"[{format_number(float(lo))}, {format_number(float(hi))}]"
+                           if pd.notna(lo) and pd.notna(hi) else "n/a"
+                           for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)]
+    gone, caption = _constant_columns(frame, ["estimand", "test", "ci_method", "adjustment"])
+    notes = frame["note"].dropna().astype(str) if "note" in frame else pd.Series([], dtype=str)
+    if len(notes):
+        caption += ". Notes: " + "; ".join(f"{text} ({count} rows)" for text, count
+                                           in notes.value_counts(sort=False).items())
+    keep = ["test_set", "metric", "contrast", "model_a", "model_b", "n", "mean_a", "mean_b",
+            "difference", "95% CI", "p_value", "p_adjusted", "a_better"]
+    shown = frame[[c for c in keep if c in frame.columns and c not in gone]]
+    return shown.rename(columns={"p_value": "p", "p_adjusted": "p adjusted"}), caption
+
+
 def bs_section(layout: Layout) -> str:
     parts = []
     summary = read_csv(layout.bs_summary)
     paired = read_csv(layout.bs_paired)
-    if summary is None or summary.empty:
-        parts.append(note(f"no bone-suppression evaluation ({WORKFLOW.bs_summary})"))
-    else:
-        parts.append("<p>Mean [95% CI] over the paired test images. The <b>identity</b> row takes "
-                     "the input radiograph itself as the prediction: a model is only useful where "
-                     "it beats it.</p>")
-        parts.append(table_html(bs_summary_table(summary, paired)))
     best = read_json(layout.bs_best)
     if best is None:
         parts.append(note(f"no model selected yet ({WORKFLOW.bs_best})"))
     else:
         parts += _best_model_html(best)
+    if summary is None or summary.empty:
+        parts.append(note(f"no bone-suppression evaluation ({WORKFLOW.bs_summary})"))
+    parts.append(MORE)  # the figures go here, the long tables below them
+    if summary is not None and not summary.empty:
+        parts.append(details(
+            "Quality per model and test set: mean [95% CI], and which metrics beat identity",
+            "<p>Mean [95% CI] over the paired test images. The <b>identity</b> row takes the "
+            "input radiograph itself as the prediction: a model is only useful where it beats "
+            "it. <i>beats identity on</i> comes from the paired tests below, never from the "
+            "means.</p>" + table_html(bs_summary_table(summary, paired))))
     if paired is not None and not paired.empty:
         chosen = ("No model was selected (bs.pretrained): one candidate."
                   if best is not None and best.get("training_skipped") else
                   "The selection set is validation data; the test sets were not used to choose.")
-        parts.append("<h3>Paired tests on every test set</h3><p>Per image, each model against the "
-                     "identity baseline and the selected model against each other model: "
-                     "Wilcoxon signed-rank test; <code>difference</code> is the Hodges–Lehmann "
-                     "estimate it tests, with the 95% CI from inverting the same test "
-                     "(<code>mean_difference</code> is for information only), Holm-adjusted within "
-                     "each test set (<code>p_adjusted</code>). <code>a_better</code> needs "
-                     f"p_adjusted &lt; 0.05 and the CI on the better side of 0. {chosen}</p>")
-        parts.append(table_html(paired))
+        shown, caption = paired_table(paired)
+        parts.append(details(
+            f"Paired tests on every test set ({len(paired)} rows)",
+            "<p>Per image, each model against the identity baseline and the selected model "
+            "against each other model. <code>difference</code> is the estimate the test tests, "
+            "with the 95% CI from inverting the same test, Holm-adjusted within each test set "
+            "(<code>p adjusted</code>). <code>a_better</code> needs p adjusted &lt; 0.05 and the "
+            f"CI on the better side of 0. {chosen}</p>" + table_html(shown, caption=caption)))
+    parts.append(downloads([layout.bs_summary, layout.bs_paired]))
     return "\n".join(parts)
 
 
@@ -287,43 +326,72 @@ def cls_section(layout: Layout) -> str:
     if metrics is None or metrics.empty:
         return note(f"no classification metrics ({WORKFLOW.cls_metrics})")
     parts = [_init_note(layout)]
-    parts += ["<p>Pooled out-of-fold predictions (pretraining: its validation split), value "
-             "[95% CI]. <i>deep</i> is the CNN, <i>hog_floor</i> HOG features + logistic "
-             "regression on the same splits.</p>",
-             table_html(cls_metrics_table(metrics, ["pooled", "val"]))]
     parts += [warning(w) for w in floor_warnings(metrics)]
+    parts.append(MORE)
+    caption = ""
     if "ci_method" in metrics:
         methods = sorted(metrics["ci_method"].dropna().astype(str).unique())
         if methods:
-            parts.append(note("Confidence intervals: " + "; ".join(methods) + "."))
+            caption = "Confidence intervals: " + "; ".join(methods) + "."
+    parts.append(details(
+        "Pooled metrics per data set, arm and model: value [95% CI]",
+        "<p>Pooled out-of-fold predictions (pretraining: its validation split). <i>deep</i> is "
+        "the CNN, <i>hog_floor</i> HOG features + logistic regression on the same splits.</p>"
+        + table_html(cls_metrics_table(metrics, ["pooled", "val"]), caption=caption)))
     fold_ids = [f for f in metrics["fold"].astype(str).unique() if f not in ("pooled", "val")]
     per_fold = cls_metrics_table(metrics, fold_ids)
     if not per_fold.empty:
-        parts.append("<details><summary>Per-fold metrics</summary>" + table_html(per_fold)
-                     + "</details>")
+        parts.append(details("Per-fold metrics", table_html(per_fold)))
+    parts.append(downloads([layout.cls_metrics]))
     return "\n".join(parts)
+
+
+def comparison_table(comparison: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``comparison.csv`` to read: one CI column, each test named once in the caption."""
+    frame = comparison.copy()
+    frame["95% CI"] = [f"[{format_number(float(lo))}, {format_number(float(hi))}]"
+                       if pd.notna(lo) and pd.notna(hi) else "n/a"
+                       for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)]
+    said = []
+    if {"estimate", "test"} <= set(frame.columns):
+        pairs = frame[["estimate", "test"] + (["ci_method"] if "ci_method" in frame else [])]
+        for _, r in pairs.drop_duplicates().iterrows():
+            ci = f", CI: {r['ci_method']}" if "ci_method" in r and pd.notna(r["ci_method"]) else ""
+            said.append(f"{r['estimate']} = {r['test']}{ci}")
+    if "adjustment" in frame:
+        said.append("adjustment per family: " + "; ".join(
+            f"{fam}: {adj}" for fam, adj in frame[["family", "adjustment"]].drop_duplicates()
+            .itertuples(index=False) if str(adj) and pd.notna(adj)))
+    said.append("per-row notes (exact sign-flip p, McNemar variant) are in comparison.csv")
+    cols = ["dataset", "contrast", "family", "metric", "estimate", "value_arm",
+            "value_reference", "difference", "95% CI", "p_value", "p_adjusted", "decision",
+            "detectable_difference"]
+    if "repeat" in frame and frame["repeat"].astype(str).nunique() > 1:
+        cols.insert(2, "repeat")
+    shown = frame[[c for c in cols if c in frame.columns]].rename(columns={
+        "p_value": "p", "p_adjusted": "p adjusted", "value_arm": "arm",
+        "value_reference": "reference", "detectable_difference": "detectable"})
+    return shown, ". ".join(said) + "."
 
 
 def stats_section(layout: Layout) -> str:
     comparison = read_csv(layout.cls_comparison)
     if comparison is None or comparison.empty:
         return note(f"no variant comparison ({WORKFLOW.cls_comparison})")
-    cols = ["dataset", "contrast", "repeat", "family", "metric", "test", "value_arm",
-            "value_reference", "difference", "ci_low", "ci_high", "p_value", "p_adjusted",
-            "decision", "detectable_difference", "underpowered", "estimate", "note"]
-    shown = comparison[[c for c in cols if c in comparison.columns]]
     parts = [
         "<p>Arm − reference (column <code>contrast</code>), paired on the same images and folds, "
-        "with its 95% CI. The test is named on every row; rows per fine-tuning repeat "
-        "(<code>repeat</code>) are descriptive and carry no p.</p>",
+        "with its 95% CI; rows per fine-tuning repeat are descriptive and carry no p.</p>",
     ]
     parts += [warning(w) if "underpowered" in w else note(w) for w in verdict_lines(comparison)]
-    parts += [table_html(shown),
-              note("p_value is raw; p_adjusted is adjusted within the row's family (primary: Holm "
-                   "across TB data sets; gatekept: serial gatekeeping after the primary; "
-                   "equivalence: TOST p; secondary: Holm across all other rows). "
-                   "detectable_difference: the smallest difference the row's standard error "
-                   "detects with 80% power.")]
+    parts.append(MORE)
+    shown, caption = comparison_table(comparison)
+    caption += (" p is raw; p adjusted is adjusted within the row's family (primary: Holm across "
+                "TB data sets; gatekept: serial gatekeeping after the primary; equivalence: TOST "
+                "p; secondary: Holm across all other rows). detectable: the smallest difference "
+                "the row's standard error detects with 80% power.")
+    parts.append(details(f"Every comparison ({len(comparison)} rows)",
+                         table_html(shown, caption=caption)))
+    parts.append(downloads([layout.cls_comparison]))
     return "\n".join(parts)
 
 
@@ -337,7 +405,7 @@ def verdict_lines(comparison: pd.DataFrame) -> list[str]:
         line = (f"{r['dataset']}, {r['contrast']} ({r['family']}): {r['decision']}; ΔAUC "
                 f"{format_number(float(r['difference']))} [{format_number(float(r['ci_low']))}, "
                 f"{format_number(float(r['ci_high']))}], adjusted p "
-                f"{format_number(float(r['p_adjusted']))}")
+                f"{format_p(r['p_adjusted'])}")
         if str(r.get("underpowered", "")).lower() == "true":
             line += (f"; underpowered: the observed CI could only detect "
                      f"{format_number(float(r['detectable_difference']))} with 80% power, more "
@@ -366,6 +434,7 @@ def crm_section(layout: Layout, config: Mapping[str, Any]) -> str:
         "image scored by the fold model that did not train on it; maps without any relevance "
         "are not counted.</p>",
         table_html(summary),
+        downloads([layout.crm_boxes]),
     ])
 
 
@@ -382,7 +451,9 @@ def feature_section(layout: Layout) -> str:
         "<p>Pooled deep features of each fold's held-out images, scored against the labels: "
         "silhouette (higher = classes better separated) and Davies-Bouldin (lower = more "
         "compact clusters).</p>",
-        table_html(shown),
+        MORE,
+        details(f"Cluster scores per TB set, arm and fold ({len(shown)} rows)", table_html(shown)),
+        downloads([layout.feature_space]),
     ])
 
 
@@ -394,8 +465,8 @@ def _plain(obj: Any) -> Any:
 def config_section(config: Mapping[str, Any], versions: Mapping[str, str]) -> str:
     text = yaml.safe_dump(_plain(dict(config)), sort_keys=False, default_flow_style=False)
     soft = pd.DataFrame({"package": list(versions), "version": [str(v) for v in versions.values()]})
-    return "\n".join([f"<h3>Configuration</h3><pre>{esc(text)}</pre>", "<h3>Software</h3>",
-                      table_html(soft)])
+    return "\n".join([details("Configuration of this run (YAML)", f"<pre>{esc(text)}</pre>"),
+                      "<h3>Software</h3>", table_html(soft)])
 
 
 def software_versions() -> dict[str, str]:

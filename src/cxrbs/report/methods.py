@@ -195,12 +195,16 @@ def statistical_methods_html(config: Mapping[str, Any]) -> str:
         control = ("No control arm was run (cls.variants has no <code>control</code>): a "
                    "difference between the arms cannot be attributed to removing bones rather "
                    "than to altering the images at all.")
-    return "\n".join([
-        f"<h3>{TITLE}</h3>",
-        "<h4>Primary endpoint</h4>", primary,
+    rest = "\n".join([
         "<h4>Secondary comparisons and adjustment</h4>", secondary,
         "<h4>Seeds and repeats</h4>", seeds,
         "<h4>Confidence intervals and paired tests</h4>", intervals,
         "<h4>What was selected on what</h4>", selection,
         "<h4>Arms</h4>", f"<p>{control}</p>",
+    ])
+    # the section heading (TITLE) is the report's h2: no second heading here
+    return "\n".join([
+        "<h4>Primary endpoint</h4>", primary,
+        "<details><summary>Secondary comparisons, seeds and repeats, confidence intervals and "
+        "paired tests, what was selected on what, arms</summary>", rest, "</details>",
     ])

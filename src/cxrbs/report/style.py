@@ -22,6 +22,10 @@ from cxrbs.core.atomic import atomic_path
 
 DPI = 110
 BS_METRICS = ("mae", "psnr", "ssim", "ms_ssim", "bsr", "bsr_energy")
+#: Bone-suppression metrics where lower is better (the rest: higher is better).
+BS_LOWER_IS_BETTER = ("mae",)
+SIGNIFICANT_COLOUR = "#c00000"
+PLAIN_COLOUR = "#222222"
 CLS_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1", "mcc")
 VARIANTS = ("baseline", "bone_suppressed")
 METRIC_LABELS = {
@@ -105,3 +109,21 @@ def fmt(value: Any) -> str:
     except (TypeError, ValueError):
         return "n/a"
     return f"{v:.3f}" if np.isfinite(v) else "n/a"
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value to 2 significant digits for a figure label; 'no p' when undefined."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        return "no p"
+    if not np.isfinite(p):
+        return "no p"
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def truthy(value: Any) -> bool:
+    """A CSV boolean (True/False/'true'/1) as a bool; NaN and anything else False."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return str(value).strip().lower() in ("true", "1", "yes")
