@@ -45,9 +45,10 @@ def set_key(dotted: str, value: Any) -> Callable[[dict[str, Any]], None]:
 # the rules that must not. `all` is left out: it has no outputs and reruns with anything.
 RERUN_TABLE: list[tuple[str, Any, dict[str, int | None], set[str]]] = [
     # statistics of the bone-suppression choice: the choice itself stands
-    ("bs.n_boot", 300, {"paired_bs": 1, "report": 1},
+    # (the figures plot the paired tests: forest plot of model vs identity, issue 23)
+    ("bs.n_boot", 300, {"paired_bs": 1, "figures": 1, "report": 1},
      TRAINING | DATA | BS_EVAL | {"select_bs", "suppress_tb", "evaluate_cls", "compare_cls",
-                                  "explain", "figures"}),
+                                  "explain"}),
     # classification statistics and thresholds: evaluation, comparison and the report only
     ("cls.n_boot", 300, {"evaluate_cls": 1, "figures": 1, "report": 1},
      TRAINING | DATA | BS_EVAL | {"select_bs", "paired_bs", "suppress_tb", "compare_cls",
