@@ -38,4 +38,4 @@ dryrun: install
 	$(BIN)/snakemake -n --configfile config/demo.yaml
 
 clean-demo:
-	rm -rf results resources logs benchmarks/bs benchmarks/cls benchmarks/data benchmarks/report .snakemake
+	rm -rf results resources logs .snakemake

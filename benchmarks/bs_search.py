@@ -81,7 +81,7 @@ def _run_info(run: Path) -> tuple[Path, Path, dict[str, object]]:
     ckpt = run / "results/bs/models" / arch / "best.pt"
     meta = torch.load(ckpt, map_location="cpu", weights_only=True)
     params = sum(v.numel() for v in meta["model_state"].values())
-    bench = run / "benchmarks/bs" / f"train_{arch}.tsv"
+    bench = run / "logs/benchmarks/bs" / f"train_{arch}.tsv"
     cpu_min = float(pd.read_csv(bench, sep="\t")["cpu_time"].iloc[0]) / 60 if bench.is_file() \
         else float("nan")
     summary = json.loads((ckpt.parent / "train_summary.json").read_text(encoding="utf-8"))

@@ -38,7 +38,8 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-from cxrbs.cls.stats import delong_seed_test, delong_test, detectable_auc_difference, holm
+from cxrbs.cls.stats import delong_seed_test, delong_test, detectable_auc_difference
+from cxrbs.stats import holm
 
 SIZES = {"shenzhen": (336, 326), "montgomery": (58, 80)}
 FOLDS = 4

@@ -16,7 +16,7 @@ import yaml
 
 from cxrbs.bs.evaluate import SELECTION_SET, select_best
 from cxrbs.bs.pairs import split_pairs
-from cxrbs.core.config import check_config
+from cxrbs.config_checks import check_config
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.splits import patient_split
 

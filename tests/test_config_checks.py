@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cxrbs.core.config import check_config, model_kwarg_problems, semantic_problems
+from cxrbs.config_checks import check_config, model_kwarg_problems, semantic_problems
 from cxrbs.core.errors import CxrbsError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from cxrbs.data.stacks import build_stack, load_stack
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.io import write_png
 from cxrbs.data.manifests import build_manifest
-from cxrbs.data.phantoms import write_layout
+from cxrbs.data.phantom_layouts import write_layout
 
 
 def test_real_bse_jsrt_pairs(shared_data: Path) -> None:

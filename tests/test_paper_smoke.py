@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrbs.core.config import check_config
+from cxrbs.config_checks import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "config" / "paper_smoke.yaml"

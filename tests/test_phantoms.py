@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cxrbs.core.errors import CxrbsError
-from cxrbs.data.phantoms import PHANTOM_KINDS, Phantom, make_phantom, write_layout
+from cxrbs.data.phantom_layouts import write_layout
+from cxrbs.data.phantoms import PHANTOM_KINDS, Phantom, make_phantom
 
 SIZE = 96
 

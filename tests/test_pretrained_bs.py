@@ -24,7 +24,7 @@ from cxrbs.bs.pretrained import (
     pretrained_problem,
     resolve_pretrained,
 )
-from cxrbs.core.config import check_config, semantic_problems
+from cxrbs.config_checks import check_config, semantic_problems
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 from cxrbs.models import create_model

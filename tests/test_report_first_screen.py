@@ -92,8 +92,14 @@ def test_pretrained_model_overlapping_a_test_set_is_a_warning(tmp_path: Path) ->
     best = {"training_skipped": True, "pretrained": "m1", "arch": "pretrained",
             "pretrained_model": {"card": str(card)}}
     lines = pretrained_overlap(layout, config, best)
-    assert lines == ["Pretrained model m1 was trained on 2 patients of jsrt: its scores on jsrt "
-                     "(and on heldout_test drawn from it) are not held-out results."]
+    assert lines == ["Pretrained model m1 was trained or validated on 2 patients of jsrt: they "
+                     "are removed from heldout_test and validation before scoring, so the scores "
+                     "there are held-out results."]  # issue 22 item 5
+    config["datasets"]["jsrt"]["role"] = "bs_test"  # a test set it saw: still a warning
+    assert pretrained_overlap(layout, config, best) == [
+        "Pretrained model m1 was trained on 2 patients of jsrt: its scores on jsrt are not "
+        "held-out results."]
+    config["datasets"]["jsrt"]["role"] = "bs_train"
     card.with_suffix(".split.csv").unlink()
     assert "unknown" in pretrained_overlap(layout, config, best)[0]
     assert pretrained_overlap(layout, config, {"arch": "unet"}) == []

@@ -10,12 +10,12 @@ import imageio.v3 as iio
 import numpy as np
 import yaml
 
+from cxrbs.data.phantom_layouts import write_layout
 from cxrbs.data.phantoms import (
     PHANTOM_KINDS,
     SCANNER2_NOISE_GAIN,
     random_phantom,
     scanner2_response,
-    write_layout,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

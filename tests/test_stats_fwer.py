@@ -18,7 +18,8 @@ from scipy import stats as sps
 
 from cxrbs.cls.compare import compare_variants
 from cxrbs.cls.metrics import METRICS, _weighted_metrics, threshold_predictions
-from cxrbs.cls.stats import delong_test, holm, mcnemar_test
+from cxrbs.cls.stats import delong_test, mcnemar_test
+from cxrbs.stats import holm
 
 SIZES = {"shenzhen": (336, 326), "montgomery": (58, 80)}
 RUNS = 400

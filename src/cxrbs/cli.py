@@ -1,7 +1,7 @@
 """The ``cxrbs`` console script: the workflow's steps, one at a time, on your own folders and files.
 
 This module only parses: each subcommand is one function in ``cxrbs.commands`` that first has
-``cxrbs.core.cli_checks`` check every option (so nothing is read or written for a bad one), then
+``cxrbs.commands.cli_checks`` check every option (so nothing is read or written for a bad one), then
 calls the same package functions as the Snakemake workflow, so a model trained here is
 interchangeable with one trained there. Problems a user can fix print one line
 ``cxrbs: error: ...`` naming the flag or file and exit with status 2; heavy imports (torch)
@@ -25,13 +25,12 @@ from cxrbs.commands import cls as cls_commands
 from cxrbs.commands import info as info_commands
 from cxrbs.commands.common import EXIT_USER_ERROR, report
 from cxrbs.core import names
-from cxrbs.core.cli_checks import parse_value as _parse_value  # noqa: F401  (tests, old name)
+from cxrbs.commands.cli_checks import parse_value as _parse_value  # noqa: F401  (tests, old name)
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.signals import install_sigterm_handler, interrupted_exit
 
 log = logging.getLogger("cxrbs")
 
-EXIT_INTERRUPTED = 130
 PHANTOM_KINDS = names.PHANTOM_KINDS
 BS_ARCHS = names.BS_ARCHITECTURES
 CLS_MODELS = names.CLS_MODELS

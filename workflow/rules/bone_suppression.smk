@@ -53,7 +53,7 @@ rule train_bs:
     log:
         "logs/bs/train_{arch}.log",
     benchmark:
-        "benchmarks/bs/train_{arch}.tsv"
+        "logs/benchmarks/bs/train_{arch}.tsv"
     conda:
         ENV
     script:
@@ -71,7 +71,7 @@ rule evaluate_bs:
     log:
         "logs/bs/evaluate_{arch}_{testset}.log",
     benchmark:
-        "benchmarks/bs/evaluate_{arch}_{testset}.tsv"
+        "logs/benchmarks/bs/evaluate_{arch}_{testset}.tsv"
     conda:
         ENV
     script:
@@ -87,7 +87,7 @@ rule evaluate_identity:
     log:
         "logs/bs/evaluate_identity_{testset}.log",
     benchmark:
-        "benchmarks/bs/evaluate_identity_{testset}.tsv"
+        "logs/benchmarks/bs/evaluate_identity_{testset}.tsv"
     conda:
         ENV
     script:
@@ -208,7 +208,7 @@ rule suppress_tb:
     log:
         "logs/bs/suppress_{tbset}.log",
     benchmark:
-        "benchmarks/bs/suppress_{tbset}.tsv"
+        "logs/benchmarks/bs/suppress_{tbset}.tsv"
     conda:
         ENV
     script:

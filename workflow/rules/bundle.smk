@@ -12,7 +12,7 @@ rule evaluate_bs_fullres:
     log:
         "logs/bs/evaluate_fullres_{arch}_{testset}.log",
     benchmark:
-        "benchmarks/bs/evaluate_fullres_{arch}_{testset}.tsv"
+        "logs/benchmarks/bs/evaluate_fullres_{arch}_{testset}.tsv"
     conda:
         ENV
     script:
@@ -28,7 +28,7 @@ rule evaluate_identity_fullres:
     log:
         "logs/bs/evaluate_fullres_identity_{testset}.log",
     benchmark:
-        "benchmarks/bs/evaluate_fullres_identity_{testset}.tsv"
+        "logs/benchmarks/bs/evaluate_fullres_identity_{testset}.tsv"
     conda:
         ENV
     script:
@@ -64,7 +64,7 @@ rule bundle:
     log:
         "logs/bs/bundle.log",
     benchmark:
-        "benchmarks/bs/bundle.tsv"
+        "logs/benchmarks/bs/bundle.tsv"
     conda:
         ENV
     script:

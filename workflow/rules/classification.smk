@@ -2,12 +2,39 @@
 # same patient-level folds, pool the out-of-fold predictions, compare baseline vs bone-suppressed.
 
 
+rule analysis_plan:
+    """The frozen analysis plan (issue 22): sha256 + UTC timestamp of every analysis-relevant
+    value, written before the first classification job. Its params are exactly those values, so
+    it reruns only when one changes; training needs the file (ancient: a new plan retrains
+    nothing), the comparison reads it and records the hash it was computed under."""
+    output:
+        "results/cls/analysis_plan.json",
+    params:
+        primary_endpoint=config["cls"]["primary_endpoint"],
+        folds=config["cls"]["folds"],
+        repeats=config["cls"]["repeats"],
+        seed=config["seed"],
+        variants=VARIANTS,
+        threshold=config["cls"]["threshold"],
+        equivalence_margin=config["cls"].get("equivalence_margin", 0.02),
+        claimed_effect=config["cls"].get("claimed_effect", 0.03),
+        seed_variance=config["cls"].get("seed_variance", "full"),
+    localrule: True
+    log:
+        "logs/cls/analysis_plan.log",
+    conda:
+        ENV
+    script:
+        "../scripts/analysis_plan.py"
+
+
 rule pretrain_cls:
     """CXR-modality pretraining (normal vs abnormal), with the HOG + logistic-regression floor."""
     input:
         manifests=expand("results/data/{imageset}/manifest.csv", imageset=PRETRAIN_SETS),
         images=expand("results/data/{imageset}/images.npy", imageset=PRETRAIN_SETS),
         weights=weights_input,
+        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/pretrain/model.pt",
         history="results/cls/pretrain/history.csv",
@@ -29,7 +56,7 @@ rule pretrain_cls:
     log:
         "logs/cls/pretrain.log",
     benchmark:
-        "benchmarks/cls/pretrain.tsv"
+        "logs/benchmarks/cls/pretrain.tsv"
     conda:
         ENV
     script:
@@ -42,6 +69,7 @@ rule finetune_cls:
         pretrained="results/cls/pretrain/model.pt",
         images=cls_images,
         folds="results/data/{tbset}/folds.csv",
+        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/{tbset}/{variant}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
@@ -59,7 +87,7 @@ rule finetune_cls:
     log:
         "logs/cls/finetune_{tbset}_{variant}_fold{fold}.log",
     benchmark:
-        "benchmarks/cls/finetune_{tbset}_{variant}_fold{fold}.tsv"
+        "logs/benchmarks/cls/finetune_{tbset}_{variant}_fold{fold}.tsv"
     conda:
         ENV
     script:
@@ -72,6 +100,7 @@ rule finetune_cls_repeat:
         pretrained="results/cls/pretrain/model.pt",
         images=cls_images,
         folds="results/data/{tbset}/folds.csv",
+        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/predictions.csv",
@@ -89,7 +118,7 @@ rule finetune_cls_repeat:
     log:
         "logs/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.log",
     benchmark:
-        "benchmarks/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.tsv"
+        "logs/benchmarks/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.tsv"
     conda:
         ENV
     script:
@@ -119,7 +148,7 @@ rule evaluate_cls:
     log:
         "logs/cls/evaluate.log",
     benchmark:
-        "benchmarks/cls/evaluate.tsv"
+        "logs/benchmarks/cls/evaluate.tsv"
     conda:
         ENV
     script:
@@ -142,6 +171,7 @@ rule compare_cls:
             repeat=REPEATS[1:],
             fold=FOLDS,
         ),
+        plan="results/cls/analysis_plan.json",
     output:
         report(
             "results/cls/comparison.csv",

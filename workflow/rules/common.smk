@@ -3,7 +3,8 @@ import zlib
 
 from snakemake.utils import validate
 
-from cxrbs.core.config import check_config, use_config_files
+from cxrbs.config_checks import check_config
+from cxrbs.core.config import use_config_files
 from cxrbs.core.errors import CxrbsError
 
 # One readable line per problem first (naming the key and the config file actually used), then
@@ -121,12 +122,24 @@ def cls_images(wildcards):
     return f"results/suppressed/{wildcards.tbset}/images.npy"
 
 
+def pretrained_exclude():
+    """bs.pretrained with a split file beside it (bundled models ship one): its train and val
+    patients are left out of 'validation' / 'heldout_test'; a declared input, so it is tracked."""
+    from cxrbs.bs.pretrained import pretrained_split
+
+    path = pretrained_split(str(PRETRAINED)) if PRETRAINED else None
+    return {"exclude": str(path)} if path else {}
+
+
 def eval_pairs(wildcards):
-    """Paired inputs; 'validation' / 'heldout_test' read the training set's val / test split."""
+    """Paired inputs; 'validation' / 'heldout_test' read the training set's val / test split
+    (less a pretrained model's own patients, pretrained_exclude)."""
     if wildcards.testset == SELECTION_SET:
-        return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv"}
+        return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv",
+                **pretrained_exclude()}
     if wildcards.testset == "heldout_test":
-        return {"images": "results/bs/data/test.npy", "manifest": "results/bs/data/split.csv"}
+        return {"images": "results/bs/data/test.npy", "manifest": "results/bs/data/split.csv",
+                **pretrained_exclude()}
     return {
         "images": f"results/data/{wildcards.testset}/images.npy",
         "manifest": f"results/data/{wildcards.testset}/manifest.csv",
@@ -156,6 +169,7 @@ def fullres_inputs(wildcards):
         return {
             "manifests": expand("results/data/{imageset}/manifest.csv", imageset=BS_TRAIN),
             "split": "results/bs/data/split.csv",
+            **pretrained_exclude(),
         }
     return {"manifests": [f"results/data/{wildcards.testset}/manifest.csv"]}
 

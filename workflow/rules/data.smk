@@ -36,7 +36,7 @@ rule build_manifest:
     log:
         "logs/data/{imageset}.log",
     benchmark:
-        "benchmarks/data/{imageset}.tsv"
+        "logs/benchmarks/data/{imageset}.tsv"
     conda:
         ENV
     script:
@@ -81,7 +81,7 @@ rule prepare_bs_pairs:
     log:
         "logs/bs/prepare_pairs.log",
     benchmark:
-        "benchmarks/bs/prepare_pairs.tsv"
+        "logs/benchmarks/bs/prepare_pairs.tsv"
     conda:
         ENV
     script:

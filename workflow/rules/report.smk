@@ -50,7 +50,7 @@ rule explain:
     log:
         "logs/report/explain.log",
     benchmark:
-        "benchmarks/report/explain.tsv"
+        "logs/benchmarks/report/explain.tsv"
     conda:
         ENV
     script:
@@ -104,7 +104,7 @@ rule figures:
     log:
         "logs/report/figures.log",
     benchmark:
-        "benchmarks/report/figures.tsv"
+        "logs/benchmarks/report/figures.tsv"
     conda:
         ENV
     script:
@@ -125,6 +125,7 @@ rule report:
         bs_paired_verdict="results/bs/eval/paired_vs_identity.json",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",
+        analysis_plan="results/cls/analysis_plan.json",
         pretrain_summary="results/cls/pretrain/train_summary.json",
         manifests=expand("results/data/{imageset}/manifest.csv", imageset=IMAGE_SETS),
         folds=expand("results/data/{tbset}/folds.csv", tbset=TB_SETS),
@@ -136,7 +137,7 @@ rule report:
     log:
         "logs/report/report.log",
     benchmark:
-        "benchmarks/report/report.tsv"
+        "logs/benchmarks/report/report.tsv"
     conda:
         ENV
     script:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,14 @@ HIGHER_IS_BETTER = {"mae": False, "psnr": True, "ssim": True, "ms_ssim": True, "
 
 
 def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_path: Path, *,
-                            arch: str, test_set: str, batch_size: int = 4) -> pd.DataFrame:
-    """Per-image metrics of one model (``model_path=None``: the identity baseline) on one test set."""
-    pairs, names = _load_pairs(stack_path, manifest_path)
+                            arch: str, test_set: str, batch_size: int = 4,
+                            exclude_patients: Collection[str] = ()) -> pd.DataFrame:
+    """Per-image metrics of one model (``model_path=None``: the identity baseline) on one test set.
+
+    ``exclude_patients``: patient ids left out (a pretrained model's own training and validation
+    patients, :func:`cxrbs.bs.pretrained.seen_patients`), so its scores stay held-out results.
+    """
+    pairs, names = _load_pairs(stack_path, manifest_path, exclude_patients=exclude_patients)
     predict = None
     if model_path is not None:
         model, _ = load_bs_model(model_path)
@@ -40,7 +46,8 @@ def evaluate_model_on_pairs(model_path: Path | None, stack_path: Path, manifest_
     return frame
 
 
-def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list[str]]:
+def _load_pairs(stack_path: Path, manifest_path: Path, *,
+                exclude_patients: Collection[str] = ()) -> tuple[np.ndarray, list[str]]:
     """A prepared paired test set (uint16 stack + manifest) or the validation / within-institution
     test pairs of the training set (float32 ``val.npy`` / ``test.npy`` + ``split.csv``);
     ``read_stack`` converts either by its dtype, and the names come from the table's rows."""
@@ -56,6 +63,16 @@ def _load_pairs(stack_path: Path, manifest_path: Path) -> tuple[np.ndarray, list
     names = table["pair_id"].astype(str).tolist()
     if len(names) != len(pairs):
         raise CxrbsError(f"{stack_path} has {len(pairs)} pairs but {manifest_path} lists {len(names)}")
+    if exclude_patients:
+        keep = ~table["patient_id"].astype(str).isin({str(p) for p in exclude_patients}).to_numpy()
+        if not keep.any():
+            raise CxrbsError(f"every pair of {stack_path} is from a patient the pretrained model "
+                             "was trained or validated on: nothing held out is left to score "
+                             "(raise bs.test_fraction or drop bs.pretrained)")
+        log.info("%s: %d of %d pairs left out (patients the pretrained model saw)", stack_path,
+                 int((~keep).sum()), len(keep))
+        pairs = pairs[np.flatnonzero(keep)]
+        names = [n for n, k in zip(names, keep) if k]
     return pairs, names
 
 

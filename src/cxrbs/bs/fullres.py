@@ -14,7 +14,7 @@ evaluation, so :mod:`cxrbs.bs.paired` tests it unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,12 @@ def score_fullres(source: np.ndarray, output: np.ndarray, target: np.ndarray, *,
 
 
 def fullres_files(manifests: Mapping[str, Path], *, split_csv: Path | None = None,
-                  part: str | None = None) -> list[tuple[str, Path, Path]]:
+                  part: str | None = None,
+                  exclude_patients: Collection[str] = ()) -> list[tuple[str, Path, Path]]:
     """(name, source file, target file) of a paired set: every row of its manifest, or, for the
-    training set's ``val``/``test`` part, the rows ``split.csv`` assigns to that part."""
+    training set's ``val``/``test`` part, the rows ``split.csv`` assigns to that part; rows of
+    ``exclude_patients`` (a pretrained model's own patients) are left out."""
+    excluded = {str(p) for p in exclude_patients}
     frames = {name: read_manifest(path) for name, path in manifests.items()}
     for name, frame in frames.items():
         if "target_path" not in frame:
@@ -59,10 +62,13 @@ def fullres_files(manifests: Mapping[str, Path], *, split_csv: Path | None = Non
                              "needs a paired data set (layout: paired)")
     if split_csv is None:
         return [(str(r.pair_id), Path(r.image_path), Path(r.target_path))
-                for frame in frames.values() for r in frame.itertuples(index=False)]
+                for frame in frames.values() for r in frame.itertuples(index=False)
+                if str(r.patient_id) not in excluded]
     split = pd.read_csv(split_csv, dtype={"pair_id": str, "patient_id": str})
+    split = split[split["split"] == part]
+    split = split[~split["patient_id"].astype(str).isin(excluded)]
     rows = []
-    for r in split[split["split"] == part].itertuples(index=False):
+    for r in split.itertuples(index=False):
         if r.dataset not in frames:
             raise CxrbsError(f"{split_csv} names data set {r.dataset!r}, whose manifest was not "
                              f"given (have {', '.join(frames)})")

@@ -29,8 +29,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from cxrbs.bs.evaluate import HIGHER_IS_BETTER, METRICS, SELECTION_SET
-from cxrbs.cls.stats import holm
 from cxrbs.core.errors import CxrbsError
+from cxrbs.stats import holm
 
 IDENTITY = "identity"
 TEST_WILCOXON = "Wilcoxon signed-rank (per image)"

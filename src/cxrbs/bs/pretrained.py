@@ -61,6 +61,31 @@ def resolve_pretrained(value: str, directory: Path | None = None) -> Path:
     return Path(value).expanduser()
 
 
+def pretrained_split(value: str | None, directory: Path | None = None) -> Path | None:
+    """The split file (``name,patient_id,split``) shipped beside the model ``value`` names: a
+    bundled model's ``<name>.split.csv`` (beside its card), or ``<stem>.split.csv`` beside a
+    checkpoint path; None where there is none (its training patients are then unknown)."""
+    if not value:
+        return None
+    if bundled.is_bundled_name(value, directory):
+        path = bundled.get_bundled(value, directory).card.with_suffix(".split.csv")
+    else:
+        path = Path(value).expanduser().with_suffix(".split.csv")
+    return path if path.is_file() else None
+
+
+def seen_patients(split_csv: Path | str | None) -> set[str]:
+    """The patients a pretrained model was trained or validated (early-stopped) on, from its
+    split file; they are removed from the workflow's ``heldout_test`` and validation pairs."""
+    if not split_csv:
+        return set()
+    table = pd.read_csv(split_csv, dtype={"patient_id": str})
+    if not {"patient_id", "split"} <= set(table.columns):
+        raise CxrbsError(f"{split_csv} is not a model split file (needs columns patient_id, split)")
+    seen = table["split"].astype(str).isin(["train", "val"])
+    return set(table.loc[seen, "patient_id"].dropna().astype(str))
+
+
 def install_pretrained(value: str, dest: Path, info_path: Path, *, image_size: int | None = None,
                        directory: Path | None = None) -> dict[str, Any]:
     """Copy the verified checkpoint to ``dest`` and describe it in ``info_path`` (JSON).

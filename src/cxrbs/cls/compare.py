@@ -78,7 +78,10 @@ COLUMNS = ["dataset", "repeat", "contrast", "arm", "reference", "family", "metri
            "p_value", "p_adjusted", "adjustment", "decision", "se", "df", "seed_sd",
            "model_sd",
            "detectable_difference", "underpowered", "fold_mean_arm", "fold_sd_arm",
-           "fold_mean_reference", "fold_sd_reference", "note"]
+           "fold_mean_reference", "fold_sd_reference", "note", "predictions",
+           "min_attainable_p"]
+#: Secondary rows that cannot reject (smallest attainable p >= alpha, or no p): outside Holm.
+FAMILY_DESCRIPTIVE = "secondary (descriptive)"
 
 
 def _paired_accuracy_ci(b: int, c: int, n: int, alpha: float) -> tuple[float, float]:
@@ -241,7 +244,7 @@ def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, thresho
         rows.append(row(metric, f"mean of {k} folds", sp["fold_mean_reference"],
                         sp["fold_mean_arm"], nb["difference"],
                         (nb["ci_low"], nb["ci_high"]), FOLD_CI_METHOD, fold_test_name(k),
-                        nb["p_value"], "secondary", "; ".join(notes_)))
+                        nb["p_value"], "secondary", "; ".join(notes_), min_attainable_p=0.0))
     pred_base = threshold_predictions(p_base, threshold)
     pred_bs = threshold_predictions(p_bs, threshold)
     mc = mcnemar_test(y, pred_bs, pred_base)
@@ -249,7 +252,7 @@ def _compare_dataset(base: pd.DataFrame, bs: pd.DataFrame, dataset: str, thresho
     rows.append(row("accuracy", "pooled out-of-fold", acc_base, acc_bs, acc_bs - acc_base,
                     _paired_accuracy_ci(mc["b"], mc["c"], y.size, alpha),
                     "Wald interval for paired proportions", TEST_MCNEMAR, mc["p_value"],
-                    "secondary", f"McNemar {mc['method']}"))
+                    "secondary", f"McNemar {mc['method']}", min_attainable_p=mc["min_p"]))
     return rows
 
 
@@ -262,6 +265,8 @@ def _decision(r: pd.Series, alpha: float, gate_open: bool) -> str:
     fam, p = r["family"], r["p_adjusted"]
     if fam == FAMILY_PER_REPEAT:
         return "descriptive (no test)"
+    if fam == FAMILY_DESCRIPTIVE:
+        return "descriptive: this test cannot reject here"
     if fam == "equivalence":
         return ("equivalent within the margin" if np.isfinite(p) and p < alpha
                 else "equivalence NOT shown")
@@ -281,11 +286,21 @@ def adjust_families(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
     primary: Holm across TB data sets. gatekept (bone_suppressed − control): serial gatekeeping
     after the primary family. equivalence (control − baseline): TOST p as is (a condition that
-    must hold, intersection–union). secondary: Holm across its rows. Rows per repeat: no p.
+    must hold, intersection–union). secondary: Holm across its rows that can reject; the others
+    become 'secondary (descriptive)', no adjusted p. Rows per repeat: no p.
     """
     out = table.copy()
     out["p_adjusted"] = np.nan
     out["adjustment"] = ""
+    # secondary rows that cannot reject (no p, or a smallest attainable p >= alpha, e.g. exact
+    # McNemar on <= 5 discordant pairs) leave the Holm family: they would only dilute it
+    if "min_attainable_p" in out:
+        min_p = pd.to_numeric(out["min_attainable_p"], errors="coerce")
+        cannot = (out["family"] == "secondary") & (
+            ~np.isfinite(pd.to_numeric(out["p_value"], errors="coerce")) | (min_p >= alpha))
+        out.loc[cannot, "family"] = FAMILY_DESCRIPTIVE
+        out.loc[cannot, "adjustment"] = (f"none: outside the Holm family (cannot reject at "
+                                         f"{alpha:g})")
     for family, label in (("primary", ADJUST_PRIMARY), ("secondary", ADJUST_SECONDARY)):
         mask = out["family"] == family
         if mask.any():
@@ -375,6 +390,8 @@ def compare_variants(
     n_repeats = int(predictions["repeat"].nunique())
     pooled = _mean_over_repeats(predictions)
     label = f"mean of {n_repeats} repeats" if n_repeats > 1 else "0"
+    # which predictions each row scores (metrics.csv scores repeat 0 and says so; issue 22)
+    used = f"seed-averaged ({n_repeats} repeats)" if n_repeats > 1 else "repeat 0"
     contrasts = [PRIMARY_CONTRAST]
     if "control" in set(predictions["variant"]):
         contrasts += list(CONTROL_CONTRASTS)
@@ -392,7 +409,7 @@ def compare_variants(
             found = _compare_dataset(base, bs, dataset, threshold, alpha, (arm, ref), auc=auc,
                                      margin=equivalence_margin, claimed_effect=claimed_effect,
                                      test_train_ratio=ratio)
-            rows.extend({**r, "repeat": label} for r in found)
+            rows.extend({**r, "repeat": label, "predictions": used} for r in found)
             if n_repeats > 1:
                 head = found[0]
                 repeats = sorted(predictions["repeat"].unique())
@@ -400,7 +417,8 @@ def compare_variants(
                     per_repeat.append({
                         **{k: head[k] for k in ("dataset", "contrast", "arm", "reference",
                                                 "metric")},
-                        "repeat": str(rep), "family": FAMILY_PER_REPEAT,
+                        "repeat": str(rep), "predictions": f"repeat {rep}",
+                        "family": FAMILY_PER_REPEAT,
                         "estimate": "pooled out-of-fold, this repeat alone", "difference": diff,
                         "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "test": "",
                         "p_value": np.nan, "seed_sd": auc["seed_sd"],

@@ -23,7 +23,7 @@ from cxrbs.data.stacks import load_stack, read_manifest
 from cxrbs.core.errors import CxrbsError
 from cxrbs.cls.hog_floor import train_hog_floor
 from cxrbs.data.splits import patient_split
-from cxrbs.cls.compare import PRIMARY_ENDPOINT, compare_variants
+from cxrbs.cls.compare import CLAIMED_EFFECT, EQUIVALENCE_MARGIN, PRIMARY_ENDPOINT, compare_variants
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,14 @@ def _model_spec(checkpoint: Path) -> tuple[str, dict[str, Any]]:
 
 
 def evaluate(prediction_files: list[Path], *, threshold: float, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per fold and pooled: the seven metrics with 95% CIs, per data set, variant and model."""
-    preds = pd.concat([pd.read_csv(p, dtype={"patient": str}) for p in prediction_files],
-                      ignore_index=True)
+    """Per fold and pooled: the seven metrics with 95% CIs, per data set, variant and model.
+
+    Column ``predictions`` says which fine-tuning repeat is scored ("repeat 0": the workflow
+    passes repeat 0 only, while comparison.csv's decisive rows use the seed-averaged predictions
+    and say so in the same column).
+    """
+    preds = pd.concat([pd.read_csv(p, dtype={"patient": str}).assign(
+        predictions=f"repeat {_repeat_of(Path(p))}") for p in prediction_files], ignore_index=True)
     out = []
     for (dataset, variant, model), group in preds.groupby(["dataset", "variant", "model"], sort=True):
         parts = [(str(f), g) for f, g in group.groupby("fold", sort=True)]
@@ -135,8 +140,10 @@ def evaluate(prediction_files: list[Path], *, threshold: float, n_boot: int, see
             table = metrics_with_ci(g["label"].to_numpy(), g["probability"].to_numpy(),
                                     g["patient"].to_numpy(), threshold=threshold, n_boot=n_boot, seed=seed)
             out.append(table.assign(dataset=dataset, variant=variant, model=model, fold=fold,
-                                    n=len(g)))
-    cols = ["dataset", "variant", "model", "fold", "n", "metric", "value", "ci_low", "ci_high", "ci_method"]
+                                    n=len(g), predictions=", ".join(sorted(set(
+                                        g["predictions"].astype(str))))))
+    cols = ["dataset", "variant", "model", "fold", "n", "metric", "value", "ci_low", "ci_high",
+            "ci_method", "predictions"]
     return pd.concat(out, ignore_index=True)[cols]
 
 
@@ -160,9 +167,9 @@ def compare(prediction_files: list[Path], *, threshold: float,
     deep = preds[(preds["model"] == "deep") & (preds["dataset"] != "pretrain")]
     if deep["variant"].nunique() < 2:
         raise CxrbsError("the comparison needs both variants (cls.variants: [baseline, bone_suppressed])")
-    extra = {k: v for k, v in (("equivalence_margin", equivalence_margin),
-                               ("claimed_effect", claimed_effect),
-                               ("inner_val_fraction", inner_val_fraction),
-                               ("seed_variance", seed_variance)) if v is not None}
-    return compare_variants(deep.drop(columns=["model"]), threshold=threshold,
-                            primary_endpoint=primary_endpoint, **extra)
+    return compare_variants(
+        deep.drop(columns=["model"]), threshold=threshold, primary_endpoint=primary_endpoint,
+        equivalence_margin=EQUIVALENCE_MARGIN if equivalence_margin is None else equivalence_margin,
+        claimed_effect=CLAIMED_EFFECT if claimed_effect is None else claimed_effect,
+        inner_val_fraction=inner_val_fraction,
+        seed_variance="full" if seed_variance is None else seed_variance)

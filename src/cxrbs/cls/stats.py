@@ -11,7 +11,7 @@ The primitives that `cxrbs.cls.compare` combines into the comparison table:
   reach 0.05 on its own) and the Nadeau-Bengio corrected resampled t-test (Machine Learning 2003),
   whose variance inflation accounts for folds that share training data. A plain paired t-test is
   anti-conservative there and gives p ~ 1e-45 when the fold differences happen to be equal.
-* Holm's step-down adjustment (statsmodels ``multipletests``).
+* Holm's step-down adjustment (:func:`cxrbs.stats.holm`, shared with bone suppression).
 
 Every "difference" is ``a - b``. A test that is undefined (zero standard error with a non-zero
 difference, zero spread over folds) returns NaN with the reason in ``reason``, never 0 or 1.
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.stats import holm
 
 #: Below this many discordant pairs McNemar uses the exact binomial test (usual rule of thumb).
 MCNEMAR_EXACT_BELOW = 25
@@ -174,7 +174,12 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any) -> dict[str, Any]:
         res = mcnemar(table, exact=exact, correction=True)
         statistic, p = float(res.statistic), float(res.pvalue)
     method = "exact binomial" if exact else "chi-square with continuity correction"
-    return {"b": b, "c": c, "statistic": statistic, "p_value": p, "method": method}
+    # the smallest p these b + c discordant pairs can give (all on one side); the exact test with
+    # few discordant pairs cannot reject at 0.05 (b + c <= 5 gives >= 0.0625)
+    n = b + c
+    min_p = 1.0 if n == 0 else (min(1.0, 2.0 * 0.5**n) if exact else 0.0)
+    return {"b": b, "c": c, "statistic": statistic, "p_value": p, "method": method,
+            "min_p": min_p}
 
 
 def _fold_differences(values_a: Any, values_b: Any) -> np.ndarray:
@@ -247,20 +252,6 @@ def nadeau_bengio_test(values_a: Any, values_b: Any, alpha: float = 0.05,
     half = float(sps.t.ppf(1 - alpha / 2, k - 1)) * se
     out.update(statistic=t, p_value=float(2 * sps.t.sf(abs(t), k - 1)),
                ci_low=float(d.mean() - half), ci_high=float(d.mean() + half))
-    return out
-
-
-def holm(p_values: Any) -> np.ndarray:
-    """Holm step-down adjusted p-values (statsmodels), controlling the family-wise error rate.
-
-    NaN p-values (tests that were undefined) stay NaN and do not count towards the family size:
-    a test that produced no p-value cannot produce a false positive.
-    """
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 

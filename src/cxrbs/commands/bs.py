@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbs.commands.common import BS_ARCH_DEFAULTS, EXIT_USER_ERROR, prepare_sets, report
-from cxrbs.core import cli_checks as checks
+from cxrbs.commands import cli_checks as checks
 from cxrbs.core.errors import CxrbsError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbs.commands.common import EXIT_USER_ERROR, prepare_sets, report
-from cxrbs.core import cli_checks as checks
+from cxrbs.commands import cli_checks as checks
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.progress import progress_iter
 

@@ -76,7 +76,3 @@ def prepare_sets(folders: Sequence[Path], data_dir: Path, *, layout: str, size: 
         log.info("%s: %d image(s) from %s", name, len(manifest), folder)
         prepared.append((name, data_dir / name / "manifest.csv", stack))
     return prepared
-
-
-def not_found(what: str = "input images") -> CxrbsError:
-    return CxrbsError(f"no {what} found (PNG, JPEG, TIFF or DICOM): check the INPUT paths")

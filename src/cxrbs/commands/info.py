@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbs.commands.common import EXIT_USER_ERROR, report
-from cxrbs.core import cli_checks as checks
+from cxrbs.commands import cli_checks as checks
 from cxrbs.core.errors import CxrbsError
 
 
@@ -74,7 +74,7 @@ def models(args: argparse.Namespace) -> int:
 
 def phantoms(args: argparse.Namespace) -> int:
     """Synthetic radiographs in a public data set's folder layout."""
-    from cxrbs.data.phantoms import write_layout
+    from cxrbs.data.phantom_layouts import write_layout
 
     checks.check_phantoms(args)
     outdir = write_layout(args.kind, Path(args.outdir), args.n, size=args.size, seed=args.seed)
@@ -86,7 +86,7 @@ def phantoms(args: argparse.Namespace) -> int:
 
 def check_config_files(args: argparse.Namespace) -> int:
     """`cxrbs check-config FILE...`: one `FILE:LINE:COL: problem` line per problem (stderr)."""
-    from cxrbs.core.config_file import config_file_problems
+    from cxrbs.config_checks import config_file_problems
 
     failed = 0
     for path in args.files:

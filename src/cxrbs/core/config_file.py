@@ -4,8 +4,8 @@ Snakemake parses ``--configfile`` before any of the workflow's code runs, and on
 error says only "Config file is not valid JSON or YAML" (no file, no line). This check parses the
 file the same way (JSON first, then YAML), and reports each problem as one line
 ``FILE:LINE:COL: problem``: the syntax error where the parser stopped, then (for a file that
-parses) every schema violation and deeper mistake of :func:`cxrbs.core.config.check_config`, at
-the line of the key it names.
+parses) every schema violation and (given ``semantic``, as :mod:`cxrbs.config_checks` does) every
+deeper mistake, at the line of the key it names.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cxrbs.core.config import SCHEMA_PATH, config_problems, load_schema, semantic_problems
+from cxrbs.core.config import SCHEMA_PATH, config_problems, load_schema
 from cxrbs.core.errors import CxrbsError
 
 _KEY = re.compile(r"^config key ([^:]+):")
@@ -113,12 +114,14 @@ def _mark_of(root: yaml.Node | None, dotted: str) -> yaml.Mark | None:
     return mark
 
 
-def config_file_problems(path: str | os.PathLike[str], *, deep: bool = True,
-                         schema_path: Path = SCHEMA_PATH) -> list[str]:
+def config_file_problems(
+        path: str | os.PathLike[str], *,
+        semantic: Callable[[dict[str, Any]], list[str]] | None = None,
+        schema_path: Path = SCHEMA_PATH) -> list[str]:
     """Every problem of a config file, one ``FILE:LINE:COL: problem`` line each ([] = valid).
 
-    ``deep`` adds the checks beyond the schema that the workflow makes before any job (model
-    arguments, patient regexes; it imports torch).
+    ``semantic`` (:func:`cxrbs.config_checks.semantic_problems`) adds the checks beyond the
+    schema, for a config the schema accepts; without it only the schema is checked.
     """
     path = Path(path)
     name = str(path)
@@ -145,8 +148,8 @@ def config_file_problems(path: str | os.PathLike[str], *, deep: bool = True,
                 f"{type(config).__name__}"]
     problems = _duplicates(root, name) if root is not None else []
     found = config_problems(config, load_schema(schema_path))
-    if not found and deep:
-        found = semantic_problems(config)
+    if not found and semantic is not None:
+        found = semantic(config)
     for line in found:
         m = _KEY.match(line)
         mark = _mark_of(root, m.group(1)) if m else None

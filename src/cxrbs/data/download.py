@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import http.client
 import json
 import os
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from cxrbs.core.atomic import ensure_dir, write_json
 from cxrbs.core.config import config_file_name as _config_file
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.hashing import sha256_file
 from cxrbs.data.extract import archive_kind, safe_extract
 
 __all__ = ["fetch_url", "sha256_file", "safe_extract", "materialize_source", "archive_kind"]
@@ -41,17 +41,6 @@ def _manual_hint() -> str:
 
 
 # --------------------------------------------------------------------------- checksums
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in chunks so multi-GB archives do not fill memory."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError as exc:
-        why = exc.strerror or exc
-        raise CxrbsError(f"cannot read {path} to check its checksum: {why}") from exc
 
 
 def _normalize_digest(sha256: str, url: str) -> str:

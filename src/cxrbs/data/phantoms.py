@@ -20,7 +20,6 @@ targets still differ from their sources by the bone layer only, so it measures b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -35,7 +34,7 @@ from cxrbs.data.phantom_anatomy import (
     tb_opacities,
 )
 
-__all__ = ["PHANTOM_KINDS", "Phantom", "make_phantom", "scanner2_response", "write_layout"]
+__all__ = ["PHANTOM_KINDS", "Phantom", "make_phantom", "scanner2_response"]
 
 # "scanner2" appended last: a kind's position seeds its images, so the other kinds keep theirs.
 PHANTOM_KINDS: tuple[str, ...] = ("pairs", "des", "shenzhen", "montgomery", "cxr8", "scanner2")
@@ -162,13 +161,3 @@ def _clip01(img: np.ndarray) -> np.ndarray:
 def _flatten_contrast(img: np.ndarray) -> np.ndarray:
     """Dual-energy soft-tissue style: compressed dynamic range around a lifted mean."""
     return _clip01(0.12 + 0.78 * img**0.85)
-
-
-def __getattr__(name: str) -> Any:
-    """``write_layout`` lives in ``phantom_layouts`` (which imports this module); it is still
-    importable from here, where callers have always found it."""
-    if name == "write_layout":
-        from cxrbs.data.phantom_layouts import write_layout
-
-        return write_layout
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.hashing import sha256_file
 
 FORMAT = "cxrbs-checkpoint-2"
 KINDS = ("bs", "cls")
@@ -70,9 +71,7 @@ def save_checkpoint(path: str | Path, meta: Mapping[str, Any],
 
 
 def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file: the download stage's checksum function, one implementation."""
-    from cxrbs.data.download import sha256_file
-
+    """Hex SHA-256 of a file (:func:`cxrbs.core.hashing.sha256_file`, one implementation)."""
     return sha256_file(path)
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from cxrbs.bs.evaluate import HIGHER_IS_BETTER as BS_HIGHER_IS_BETTER
 from cxrbs.bs.evaluate import METRICS as BS_METRICS
+from cxrbs.cls.plan import plan_status
 from cxrbs.core.layout import WORKFLOW, Layout
 from cxrbs.report.html_blocks import (
     MORE,
@@ -382,13 +383,17 @@ def stats_section(layout: Layout) -> str:
         "<p>Arm − reference (column <code>contrast</code>), paired on the same images and folds, "
         "with its 95% CI; rows per fine-tuning repeat are descriptive and carry no p.</p>",
     ]
+    plan_line, plan_warnings = plan_status(layout.cls_dir, comparison)  # issue 22 item 8
+    parts += [note(plan_line)] + [warning(w) for w in plan_warnings]
     parts += [warning(w) if "underpowered" in w else note(w) for w in verdict_lines(comparison)]
     parts.append(MORE)
     shown, caption = comparison_table(comparison)
     caption += (" p is raw; p adjusted is adjusted within the row's family (primary: Holm across "
                 "TB data sets; gatekept: serial gatekeeping after the primary; equivalence: TOST "
-                "p; secondary: Holm across all other rows). detectable: the smallest difference "
-                "the row's standard error detects with 80% power.")
+                "p; secondary: Holm across all other rows that can reject; secondary "
+                "(descriptive): rows whose smallest attainable p is not below alpha, outside "
+                "Holm). detectable: the smallest difference the row's standard error detects "
+                "with 80% power.")
     parts.append(details(f"Every comparison ({len(comparison)} rows)",
                          table_html(shown, caption=caption)))
     parts.append(downloads([layout.cls_comparison]))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrbs.cls.plan import plan_status
 from cxrbs.core.layout import Layout
 from cxrbs.report.html_blocks import (
     esc,
@@ -259,14 +260,36 @@ def pretrained_overlap(layout: Layout, config: Mapping[str, Any],
                             "patient_id"].astype(str))
     out = []
     for ds, spec in (config.get("datasets") or {}).items():
-        if (spec or {}).get("role") not in ("bs_train", "bs_test"):
+        role = (spec or {}).get("role")
+        if role not in ("bs_train", "bs_test"):
             continue
         shared = trained & _patients(layout, str(ds))
-        if shared:
+        if shared and role == "bs_train":
+            # evaluate_bs left them out of heldout_test / validation (item 5 of issue 22)
+            out.append(f"Pretrained model {name} was trained or validated on {len(shared)} "
+                       f"patients of {ds}: {_removed(layout, str(ds), trained)}, so the "
+                       "scores there are held-out results.")
+        elif shared:
             out.append(f"Pretrained model {name} was trained on {len(shared)} patients of {ds}: "
-                       f"its scores on {ds} (and on heldout_test drawn from it) are not held-out "
-                       "results.")
+                       f"its scores on {ds} are not held-out results.")
     return out
+
+
+def _removed(layout: Layout, dataset: str, trained: set[str]) -> str:
+    """'K of M heldout_test patients (and ...) were removed before scoring', from split.csv."""
+    split = read_csv(layout.bs_dir / "data" / "split.csv", dtype={"patient_id": str})
+    if split is None or not {"patient_id", "split"} <= set(split.columns):
+        return "they are removed from heldout_test and validation before scoring"
+    if "dataset" in split:
+        split = split[split["dataset"].astype(str) == dataset]
+    parts = []
+    for part, label in (("test", "heldout_test"), ("val", "validation")):
+        ids = set(split.loc[split["split"].astype(str) == part, "patient_id"].dropna().astype(str))
+        if ids:
+            parts.append(f"{len(ids & trained)} of {len(ids)} {label} patients")
+    if not parts:
+        return "none of them is in heldout_test or validation"
+    return " and ".join(parts) + " were removed before scoring"
 
 
 def warnings_list(layout: Layout, config: Mapping[str, Any], *, metrics: pd.DataFrame | None,
@@ -297,6 +320,8 @@ def warnings_list(layout: Layout, config: Mapping[str, Any], *, metrics: pd.Data
     if int(_cfg(config, "cls.repeats", 1) or 1) <= 1 and comparison is not None:
         out.append("One fine-tuning repeat: the primary p treats the trained classifiers as fixed "
                    "(seed-to-seed training noise not estimated), so it is optimistic.")
+    if comparison is not None:  # the analysis plan changed after the comparison / first fixed
+        out += plan_status(layout.cls_dir, comparison)[1]
     if best:
         out += pretrained_overlap(layout, config, best)
         if not best.get("beats_identity", True):

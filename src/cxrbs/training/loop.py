@@ -28,11 +28,6 @@ from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
 from cxrbs.models.checkpoint import save_checkpoint
 
-#: Loop state saved in ``last.pt`` beside the task's own training state.
-LOOP_KEYS = ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "stopped_early", "history",
-             "loop_extra")
-
-
 @dataclass
 class EpochResult:
     """What one pass over the training batches reports."""

@@ -16,7 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cxrbs.core.config import load_schema, model_kwarg_problems
+from cxrbs.config_checks import model_kwarg_problems
+from cxrbs.core.config import load_schema
 from cxrbs.core.errors import CxrbsError
 
 #: Flag (argparse dest) -> the config key whose schema rule it shares, per command.
@@ -191,15 +192,6 @@ def check_output_file(flag: str, output: Path | None, inputs: Sequence[Path]) ->
         if item.resolve() == resolved:
             raise CxrbsError(f"{flag} {out}: is one of the inputs and would be overwritten; "
                              "choose another file name")
-
-
-def is_under(path: Path, folder: Path) -> bool:
-    """True when ``path`` is ``folder`` or lies below it (both resolved)."""
-    try:
-        Path(path).resolve().relative_to(Path(folder).resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def parse_value(text: str) -> Any:
