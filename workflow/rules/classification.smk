@@ -4,9 +4,10 @@
 
 rule analysis_plan:
     """The frozen analysis plan (issue 22): sha256 + UTC timestamp of every analysis-relevant
-    value, written before the first classification job. Its params are exactly those values, so
-    it reruns only when one changes; training needs the file (ancient: a new plan retrains
-    nothing), the comparison reads it and records the hash it was computed under."""
+    value. Its params are exactly those values, so it reruns only when one changes; the
+    comparison and the report read it (the report flags a plan changed after the first one).
+    Training does not take it as an input: an ancient() input from a job that reruns hides the
+    params changes of everything downstream from Snakemake (tests/test_rerun_scope.py)."""
     output:
         "results/cls/analysis_plan.json",
     params:
@@ -34,7 +35,6 @@ rule pretrain_cls:
         manifests=expand("results/data/{imageset}/manifest.csv", imageset=PRETRAIN_SETS),
         images=expand("results/data/{imageset}/images.npy", imageset=PRETRAIN_SETS),
         weights=weights_input,
-        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/pretrain/model.pt",
         history="results/cls/pretrain/history.csv",
@@ -69,7 +69,6 @@ rule finetune_cls:
         pretrained="results/cls/pretrain/model.pt",
         images=cls_images,
         folds="results/data/{tbset}/folds.csv",
-        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/{tbset}/{variant}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
@@ -100,7 +99,6 @@ rule finetune_cls_repeat:
         pretrained="results/cls/pretrain/model.pt",
         images=cls_images,
         folds="results/data/{tbset}/folds.csv",
-        plan=ancient("results/cls/analysis_plan.json"),
     output:
         model="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/predictions.csv",

@@ -1,9 +1,9 @@
 """The frozen analysis plan (issue 22 item 8): a hash and UTC timestamp of every analysis-relevant
-config value, written before the first classification job.
+config value, written by the workflow beside the classification results.
 
 The workflow's ``analysis_plan`` rule has exactly these values as params, so Snakemake reruns it
-only when one of them changes; the fine-tuning jobs need the file to exist (``ancient``: a new
-plan does not retrain), the comparison reads it and records the hash it was computed under. The
+only when one of them changes; training does not read it (a new plan retrains nothing; an
+``ancient`` input would hide params changes downstream from Snakemake), the comparison reads it and records the hash it was computed under. The
 timestamp is that of the first time this hash was written: a forced rerun with the same values
 keeps it (``analysis_plan.history.jsonl`` beside the plan keeps every hash seen, in order), so a
 plan changed after results were seen shows as a later timestamp and an earlier hash.
