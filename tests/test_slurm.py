@@ -190,8 +190,8 @@ def slurm_jobs(cluster: SlurmCluster) -> dict[str, dict[str, str]]:
 
 
 def is_timing(key: str) -> bool:
-    """Wall-clock fields (seconds, throughput) differ between any two runs."""
-    return key.endswith("seconds") or key.endswith("_per_s")
+    """Wall-clock fields (seconds, throughput, UTC time stamps) differ between any two runs."""
+    return key.endswith(("seconds", "_per_s", "_utc"))
 
 
 def without_timing(value: Any) -> Any:
