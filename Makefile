@@ -29,8 +29,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -ra
 
+# snakefmt reads its settings (line length 100) from pyproject.toml.
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakefmt --check Snakefile workflow/rules/*.smk
 	$(BIN)/mypy
 
 dryrun: install

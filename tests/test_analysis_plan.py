@@ -5,6 +5,7 @@ report); metrics.csv and comparison.csv say which predictions they score."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def test_workflow_writes_the_plan_for_the_comparison(tmp_path: Path) -> None:
         rule for rule, _ in planned_jobs(result)}
     rules = (Path(__file__).resolve().parents[1] / "workflow/rules/classification.smk").read_text()
     block = rules.split("rule analysis_plan:")[1].split("\nrule ")[0]
-    params = block.split("params:")[1].split("localrule")[0]
-    assert [p.split("=")[0].strip() for p in params.strip().splitlines()] == list(VALUES)
+    # the params block: its 8-space lines up to the next directive (snakefmt orders directives)
+    params = re.search(r"^    params:\n((?:        .*\n)+)", block, re.M)
+    assert params is not None
+    assert [p.split("=")[0].strip() for p in params.group(1).splitlines()] == list(VALUES)
     for rule in ("pretrain_cls", "finetune_cls", "finetune_cls_repeat"):
         body = rules.split(f"rule {rule}:")[1].split("\nrule ")[0]
         # a new plan retrains nothing; an ancient() input would hide params changes downstream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrbs.bs.augment import AugmentConfig, augment_pairs, split_then_augment
+from cxrbs.bs.augment import AugmentConfig, augment_pairs
 from cxrbs.core.errors import CxrbsError
 
 GEOMETRY_ONLY = AugmentConfig(filter_prob=0.0)
@@ -126,24 +126,34 @@ def test_preallocated_output_and_errors(tmp_path) -> None:
         AugmentConfig(filters=("blur",))
 
 
-def test_split_then_augment_does_not_leak() -> None:
-    n_pat = 10
-    patient_ids = np.repeat([f"PAT{i}" for i in range(n_pat)], 2)  # 2 images each
-    pairs = _pairs(2 * n_pat, size=16, seed=2)
-    res = split_then_augment(pairs, patient_ids, val_fraction=0.2, n_train=50, seed=13)
-    train_arr, train_pids = res["train"]
-    val_arr, val_pids = res["val"]
-    val_index, train_index = res["val_index"], res["train_index"]
-    assert train_arr.shape == (50, 2, 16, 16) and train_pids.shape == (50,)
-    assert set(val_pids) & set(train_pids) == set()
-    assert np.unique(val_pids).size == 2 and val_index.size == 4
-    assert set(val_index) & set(train_index) == set()
-    assert sorted(np.concatenate([val_index, train_index]).tolist()) == list(range(2 * n_pat))
-    # every training sample derives from a training pair, and validation holds untouched originals
-    assert set(res["train_origin"].tolist()) <= set(train_index.tolist())
-    np.testing.assert_array_equal(train_pids, patient_ids[res["train_origin"]])
-    np.testing.assert_array_equal(train_arr[: train_index.size], pairs[train_index])
-    np.testing.assert_array_equal(val_arr, pairs[val_index])
+def test_prepare_pairs_augments_only_training_patients(tmp_path) -> None:
+    """The workflow's path splits by patient first, then augments the training side only."""
+    import pandas as pd
+
+    from cxrbs.bs.pairs import prepare_pairs
+    from cxrbs.data.io import write_png
+    from cxrbs.data.manifests import build_manifest
+    from cxrbs.data.stacks import build_stack
+
+    pairs = _pairs(10, size=32, seed=2)
+    for i, pair in enumerate(pairs):
+        write_png(tmp_path / "set" / "source" / f"c{i}.png", pair[0])
+        write_png(tmp_path / "set" / "target" / f"c{i}.png", pair[1])
+    manifest = build_manifest(tmp_path / "set", "paired")
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    build_stack(manifest, tmp_path / "images.npy", size=32, progress=False)
+    out = tmp_path / "out"
+    counts = prepare_pairs([tmp_path / "manifest.csv"], [tmp_path / "images.npy"],
+                           train_out=out / "train.npy", val_out=out / "val.npy",
+                           split_out=out / "split.csv", val_fraction=0.2, n_pairs=50, seed=13,
+                           progress=False)
+    split = pd.read_csv(out / "split.csv", dtype={"patient_id": str})
+    train, val = split[split["split"] == "train"], split[split["split"] == "val"]
+    assert counts["val"] == len(val) > 0 and counts["train"] == 50
+    assert not set(train["patient_id"]) & set(val["patient_id"])
+    assert (val["n_augmented"] == 0).all() and train["n_augmented"].sum() == 50
+    train_arr, val_arr = np.load(out / "train.npy"), np.load(out / "val.npy")
+    assert train_arr.shape == (50, 2, 32, 32) and len(val_arr) == len(val)
     # no validation image, nor anything close to it, appears among the training samples
     for v in val_arr:
         assert np.abs(train_arr - v).reshape(50, -1).mean(axis=1).min() > 1e-3

@@ -7,6 +7,7 @@ cross-institution set are only reported. A config asking to select on a test set
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from cxrbs.bs.choice import write_choice
 from cxrbs.bs.evaluate import SELECTION_SET, select_best
 from cxrbs.bs.pairs import split_pairs
 from cxrbs.config_checks import check_config
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.layout import Layout
 from cxrbs.data.splits import patient_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +67,18 @@ def test_select_best_uses_validation_only_and_says_so() -> None:
     assert "were not used for the selection" in choice["reason"]
     with pytest.raises(CxrbsError, match="never select on a test set"):
         select_best(_summary(), metric="psnr", selection_set="des")
+
+
+def test_write_choice_writes_best_json_whole(tmp_path: Path) -> None:
+    """One writer: the decision plus the checkpoint it names, relative to the workflow folder."""
+    layout = Layout(tmp_path / "results")
+    choice = write_choice(layout.bs_best, _summary(), metric="psnr")
+    assert choice == {**select_best(_summary(), metric="psnr"),
+                      "checkpoint": "results/bs/models/ae_bs/best.pt"}
+    text = layout.bs_best.read_text(encoding="utf-8")
+    assert json.loads(text) == choice
+    assert text == json.dumps(choice, indent=2, sort_keys=True) + "\n"
+    assert layout.chosen_checkpoint() == layout.bs_checkpoint("ae_bs")
 
 
 def test_config_refuses_select_test_set_with_the_reason() -> None:

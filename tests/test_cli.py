@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from cxrbs import __version__
-from cxrbs.cli import _parse_value, main
+from cxrbs.cli import main
+from cxrbs.commands.cli_checks import parse_value
 from cxrbs.data.io import read_image, write_png
 
 CXRBS = Path(sys.executable).parent / "cxrbs"
@@ -110,7 +111,7 @@ def test_installed_script_help_and_usage_error() -> None:
     ("residual", "residual"), ("4,8,8,8", [4, 8, 8, 8]), ("0.9,1.1", [0.9, 1.1]),
 ])
 def test_model_arg_values(text: str, value: object) -> None:
-    assert _parse_value(text) == value
+    assert parse_value(text) == value
 
 
 def test_bad_model_arg_is_a_one_line_error(pairs_dir: Path, tmp_path: Path,

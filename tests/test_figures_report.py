@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from cxrbs.core.atomic import save_npy, save_torch, write_csv, write_json
-from cxrbs.bs.evaluate import select_best, summarize_evaluations
+from cxrbs.bs.choice import write_choice
+from cxrbs.bs.evaluate import summarize_evaluations
 from cxrbs.bs.paired import paired_tests
 from cxrbs.cls.pipeline import compare, evaluate
 from cxrbs.explain.crm import class_selective_relevance_map, mass_inside_boxes
@@ -101,8 +102,8 @@ def _write_bs(results: Path, rng: np.random.Generator) -> None:
     write_csv(results / "bs" / "eval" / "summary.csv", summary)
     # models are selected on the validation pairs only (issue 12); here they mirror des
     validation = summarize_evaluations([f.assign(test_set="validation") for f in frames])
-    best = select_best(pd.concat([validation, summary]), metric="psnr")
-    write_json(results / "bs" / "best.json", best)
+    best = write_choice(results / "bs" / "best.json", pd.concat([validation, summary]),
+                        metric="psnr")
     write_csv(results / "bs" / "eval" / "paired.csv",
               paired_tests(pd.concat(frames, ignore_index=True), selected=best["arch"]))
     for arch in ("ae_bs", "convnet_bs"):

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from cxrbs.bs import bundled
+from cxrbs.bs.choice import write_choice
 from cxrbs.bs.pretrained import (
     ARCH,
     install_pretrained,
@@ -135,15 +136,18 @@ def _summary(pretrained_psnr: dict[str, float]) -> pd.DataFrame:
 def test_choice_records_one_candidate_and_the_report_says_so(tmp_path: Path) -> None:
     info = {"pretrained": "tiny-bs", "bundled": True, "card": "tiny-bs.md", "input_size": 64,
             "image_size": 64}
-    choice = pretrained_choice(_summary({"heldout_test": 31.0, "des": 29.0}), info, metric="psnr")
+    summary = _summary({"heldout_test": 31.0, "des": 29.0})
+    layout = Layout(tmp_path / "results")
+    choice = write_choice(layout.bs_best, summary, metric="psnr", pretrained=info)
+    assert json.loads(layout.bs_best.read_text(encoding="utf-8")) == choice  # written whole
+    assert choice == {**pretrained_choice(summary, info, metric="psnr"),
+                      "checkpoint": "results/bs/models/pretrained/best.pt"}
+    assert layout.chosen_checkpoint() == layout.bs_checkpoint(ARCH)
     assert choice["arch"] == ARCH and choice["training_skipped"] and choice["pretrained"] == "tiny-bs"
     assert choice["selection_set"] is None and not choice["test_sets_used_for_selection"]
     assert choice["test_sets"] == ["des", "heldout_test"] and choice["test_set"] == "des"
     assert choice["checkpoint"] == "results/bs/models/pretrained/best.pt"
     assert not choice["beats_identity"] and "on des" in choice["reason"]
-    layout = Layout(tmp_path / "results")
-    layout.bs_best.parent.mkdir(parents=True)
-    layout.bs_best.write_text(json.dumps(choice), encoding="utf-8")
     html = bs_section(layout)
     assert f"Pretrained model tiny-bs {SKIPPED}" in html
     assert "Mean psnr: des " in html and "heldout_test " in html

@@ -27,7 +27,7 @@ from test_workflow import DEMO, ROOT, output, planned_jobs, snakemake
 TRAINING = {"train_bs", "pretrain_cls", "finetune_cls", "finetune_cls_repeat"}
 DATA = {"fetch_dataset", "build_manifest", "make_folds", "prepare_bs_pairs"}
 BS_EVAL = {"evaluate_bs", "evaluate_identity", "summarize_bs"}
-REPORTING = {"explain", "figures", "report"}
+REPORTING = {"explain", "arm_measures", "figures", "report"}
 
 
 def set_key(dotted: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -48,17 +48,17 @@ RERUN_TABLE: list[tuple[str, Any, dict[str, int | None], set[str]]] = [
     # (the figures plot the paired tests: forest plot of model vs identity, issue 23)
     ("bs.n_boot", 300, {"paired_bs": 1, "figures": 1, "report": 1},
      TRAINING | DATA | BS_EVAL | {"select_bs", "suppress_tb", "evaluate_cls", "compare_cls",
-                                  "explain"}),
+                                  "explain", "arm_measures"}),
     # classification statistics and thresholds: evaluation, comparison and the report only
-    ("cls.n_boot", 300, {"evaluate_cls": 1, "figures": 1, "report": 1},
+    ("cls.n_boot", 300, {"evaluate_cls": 1, "arm_measures": 1, "figures": 1, "report": 1},
      TRAINING | DATA | BS_EVAL | {"select_bs", "paired_bs", "suppress_tb", "compare_cls",
                                   "explain"}),
     ("cls.threshold", 0.4, {"evaluate_cls": 1, "compare_cls": 1, "explain": 1, "figures": 1,
                             "report": 1},
-     TRAINING | DATA | BS_EVAL | {"select_bs", "paired_bs", "suppress_tb"}),
+     TRAINING | DATA | BS_EVAL | {"select_bs", "paired_bs", "suppress_tb", "arm_measures"}),
     ("report.crm_examples", 3, {"explain": 1, "figures": 1, "report": 1},
      TRAINING | DATA | BS_EVAL | {"select_bs", "paired_bs", "suppress_tb", "evaluate_cls",
-                                  "compare_cls"}),
+                                  "compare_cls", "arm_measures"}),
     # the decision: another checkpoint may be chosen, so what is trained on it reruns
     ("bs.select_metric", "ssim", {"select_bs": 1, "paired_bs": 1, "suppress_tb": 2,
                                   "finetune_cls": 8},

@@ -25,7 +25,6 @@ from cxrbs.commands import cls as cls_commands
 from cxrbs.commands import info as info_commands
 from cxrbs.commands.common import EXIT_USER_ERROR, report
 from cxrbs.core import names
-from cxrbs.commands.cli_checks import parse_value as _parse_value  # noqa: F401  (tests, old name)
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.signals import install_sigterm_handler, interrupted_exit
 

@@ -19,13 +19,13 @@ rule use_pretrained_bs:
     output:
         best="results/bs/models/pretrained/best.pt",
         info="results/bs/models/pretrained/pretrained.json",
-    params:
-        pretrained=PRETRAINED,
-        image_size=config["image_size"],
     log:
         "logs/bs/use_pretrained.log",
     conda:
         ENV
+    params:
+        pretrained=PRETRAINED,
+        image_size=config["image_size"],
     script:
         "../scripts/use_pretrained_bs.py"
 
@@ -40,22 +40,22 @@ rule train_bs:
         last="results/bs/models/{arch}/last.pt",
         history="results/bs/models/{arch}/history.csv",
         summary="results/bs/models/{arch}/train_summary.json",
-    params:
-        model_kwargs=lambda wildcards: config["bs"]["architectures"][wildcards.arch],
-        train=config["bs"]["train"],
-        seed=config["seed"],
-        low_pct=LOW_PCT,
-        high_pct=HIGH_PCT,
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["resources"]["train_mem_mb"],
     log:
         "logs/bs/train_{arch}.log",
     benchmark:
         "logs/benchmarks/bs/train_{arch}.tsv"
     conda:
         ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+    params:
+        model_kwargs=lambda wildcards: config["bs"]["architectures"][wildcards.arch],
+        train=config["bs"]["train"],
+        seed=config["seed"],
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     script:
         "../scripts/train_bs.py"
 
@@ -67,13 +67,13 @@ rule evaluate_bs:
         model="results/bs/models/{arch}/best.pt",
     output:
         "results/bs/eval/{arch}/{testset}.csv",
-    threads: 2
     log:
         "logs/bs/evaluate_{arch}_{testset}.log",
     benchmark:
         "logs/benchmarks/bs/evaluate_{arch}_{testset}.tsv"
     conda:
         ENV
+    threads: 2
     script:
         "../scripts/evaluate_bs.py"
 
@@ -126,13 +126,13 @@ rule select_bs:
         pretrained=["results/bs/models/pretrained/pretrained.json"] if PRETRAINED else [],
     output:
         best="results/bs/best.json",
-    params:
-        metric=config["bs"]["select_metric"],
-        selection_set=SELECTION_SET,
     log:
         "logs/bs/select.log",
     conda:
         ENV
+    params:
+        metric=config["bs"]["select_metric"],
+        selection_set=SELECTION_SET,
     script:
         "../scripts/select_bs.py"
 
@@ -154,14 +154,14 @@ rule paired_bs:
             category="Bone suppression",
         ),
         verdict="results/bs/eval/paired_vs_identity.json",
-    params:
-        metric=config["bs"]["select_metric"],
-        n_boot=config["bs"]["n_boot"],
-        seed=config["seed"],
     log:
         "logs/bs/paired.log",
     conda:
         ENV
+    params:
+        metric=config["bs"]["select_metric"],
+        n_boot=config["bs"]["n_boot"],
+        seed=config["seed"],
     script:
         "../scripts/paired_bs.py"
 
@@ -176,14 +176,14 @@ rule control_tb:
     output:
         images="results/control/{tbset}/images.npy",
         manifest="results/control/{tbset}/manifest.csv",
-    params:
-        seed=lambda wildcards: dataset_seed(wildcards.tbset),
-        low_pct=LOW_PCT,
-        high_pct=HIGH_PCT,
     log:
         "logs/bs/control_{tbset}.log",
     conda:
         ENV
+    params:
+        seed=lambda wildcards: dataset_seed(wildcards.tbset),
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     script:
         "../scripts/control_tb.py"
 
@@ -198,18 +198,18 @@ rule suppress_tb:
     output:
         manifest="results/suppressed/{tbset}/manifest.csv",
         images="results/suppressed/{tbset}/images.npy",
-    params:
-        batch_size=config["bs"]["suppress_batch_size"],
-        low_pct=LOW_PCT,
-        high_pct=HIGH_PCT,
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=1,
     log:
         "logs/bs/suppress_{tbset}.log",
     benchmark:
         "logs/benchmarks/bs/suppress_{tbset}.tsv"
     conda:
         ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+    params:
+        batch_size=config["bs"]["suppress_batch_size"],
+        low_pct=LOW_PCT,
+        high_pct=HIGH_PCT,
     script:
         "../scripts/suppress_tb.py"

@@ -1,6 +1,7 @@
 # Full-resolution scoring (the path `cxrbs suppress` runs) and packaging of the selected model as
 # a bundled model: `snakemake --cores 2 --configfile config/bundled.yaml -- bundle`.
 
+
 rule evaluate_bs_fullres:
     """Per-image scores of the full-resolution output, on the original files of each set."""
     input:
@@ -8,13 +9,13 @@ rule evaluate_bs_fullres:
         model="results/bs/models/{arch}/best.pt",
     output:
         "results/bs/eval_fullres/{arch}/{testset}.csv",
-    threads: 2
     log:
         "logs/bs/evaluate_fullres_{arch}_{testset}.log",
     benchmark:
         "logs/benchmarks/bs/evaluate_fullres_{arch}_{testset}.tsv"
     conda:
         ENV
+    threads: 2
     script:
         "../scripts/evaluate_bs_fullres.py"
 
@@ -55,17 +56,17 @@ rule bundle:
         card=f"{BUNDLE_DIR}/{BUNDLE['name']}.md",
         index=f"{BUNDLE_DIR}/models.json",
         figure=[f"{BUNDLE_DIR}/{BUNDLE['name']}_figure.png"] if BUNDLE["figure_input"] else [],
-    params:
-        bundle=BUNDLE,
-        seed=config["seed"],
-        command=lambda wildcards: "snakemake --cores 2 --configfile "
-        + " ".join(CONFIG_FILES)
-        + " -- bundle",
     log:
         "logs/bs/bundle.log",
     benchmark:
         "logs/benchmarks/bs/bundle.tsv"
     conda:
         ENV
+    params:
+        bundle=BUNDLE,
+        seed=config["seed"],
+        command=lambda wildcards: "snakemake --cores 2 --configfile "
+        + " ".join(CONFIG_FILES)
+        + " -- bundle",
     script:
         "../scripts/bundle_bs.py"

@@ -10,6 +10,11 @@ rule analysis_plan:
     params changes of everything downstream from Snakemake (tests/test_rerun_scope.py)."""
     output:
         "results/cls/analysis_plan.json",
+    log:
+        "logs/cls/analysis_plan.log",
+    localrule: True
+    conda:
+        ENV
     params:
         primary_endpoint=config["cls"]["primary_endpoint"],
         folds=config["cls"]["folds"],
@@ -20,11 +25,6 @@ rule analysis_plan:
         equivalence_margin=config["cls"].get("equivalence_margin", 0.02),
         claimed_effect=config["cls"].get("claimed_effect", 0.03),
         seed_variance=config["cls"].get("seed_variance", "full"),
-    localrule: True
-    log:
-        "logs/cls/analysis_plan.log",
-    conda:
-        ENV
     script:
         "../scripts/analysis_plan.py"
 
@@ -40,6 +40,16 @@ rule pretrain_cls:
         history="results/cls/pretrain/history.csv",
         predictions="results/cls/pretrain/predictions.csv",
         summary="results/cls/pretrain/train_summary.json",
+    log:
+        "logs/cls/pretrain.log",
+    benchmark:
+        "logs/benchmarks/cls/pretrain.tsv"
+    conda:
+        ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
     params:
         model=config["cls"]["model"],
         model_kwargs=config["cls"]["model_kwargs"],
@@ -49,16 +59,6 @@ rule pretrain_cls:
         hog_floor=config["cls"]["hog_floor"],
         low_pct=LOW_PCT,
         high_pct=HIGH_PCT,
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["resources"]["train_mem_mb"],
-    log:
-        "logs/cls/pretrain.log",
-    benchmark:
-        "logs/benchmarks/cls/pretrain.tsv"
-    conda:
-        ENV
     script:
         "../scripts/pretrain_cls.py"
 
@@ -72,6 +72,16 @@ rule finetune_cls:
     output:
         model="results/cls/{tbset}/{variant}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/fold{fold}/predictions.csv",
+    log:
+        "logs/cls/finetune_{tbset}_{variant}_fold{fold}.log",
+    benchmark:
+        "logs/benchmarks/cls/finetune_{tbset}_{variant}_fold{fold}.tsv"
+    conda:
+        ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
     params:
         train=config["cls"]["finetune"],
         input_size=config["cls"]["input_size"],
@@ -79,16 +89,6 @@ rule finetune_cls:
         hog_floor=config["cls"]["hog_floor"],
         low_pct=LOW_PCT,
         high_pct=HIGH_PCT,
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["resources"]["train_mem_mb"],
-    log:
-        "logs/cls/finetune_{tbset}_{variant}_fold{fold}.log",
-    benchmark:
-        "logs/benchmarks/cls/finetune_{tbset}_{variant}_fold{fold}.tsv"
-    conda:
-        ENV
     script:
         "../scripts/finetune_cls.py"
 
@@ -102,6 +102,16 @@ rule finetune_cls_repeat:
     output:
         model="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/model.pt",
         predictions="results/cls/{tbset}/{variant}/repeat{repeat}/fold{fold}/predictions.csv",
+    log:
+        "logs/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.log",
+    benchmark:
+        "logs/benchmarks/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.tsv"
+    conda:
+        ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
     params:
         train=config["cls"]["finetune"],
         input_size=config["cls"]["input_size"],
@@ -109,16 +119,6 @@ rule finetune_cls_repeat:
         hog_floor=False,
         low_pct=LOW_PCT,
         high_pct=HIGH_PCT,
-    threads: config["resources"]["train_threads"]
-    resources:
-        gpu=1,
-        mem_mb=config["resources"]["train_mem_mb"],
-    log:
-        "logs/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.log",
-    benchmark:
-        "logs/benchmarks/cls/finetune_{tbset}_{variant}_repeat{repeat}_fold{fold}.tsv"
-    conda:
-        ENV
     script:
         "../scripts/finetune_cls.py"
 
@@ -139,16 +139,16 @@ rule evaluate_cls:
             caption="../report/cls_metrics.rst",
             category="Classification",
         ),
-    params:
-        threshold=config["cls"]["threshold"],
-        n_boot=config["cls"]["n_boot"],
-        seed=config["seed"],
     log:
         "logs/cls/evaluate.log",
     benchmark:
         "logs/benchmarks/cls/evaluate.tsv"
     conda:
         ENV
+    params:
+        threshold=config["cls"]["threshold"],
+        n_boot=config["cls"]["n_boot"],
+        seed=config["seed"],
     script:
         "../scripts/evaluate_cls.py"
 
@@ -176,6 +176,10 @@ rule compare_cls:
             caption="../report/cls_comparison.rst",
             category="Classification",
         ),
+    log:
+        "logs/cls/compare.log",
+    conda:
+        ENV
     params:
         threshold=config["cls"]["threshold"],
         primary_endpoint=config["cls"]["primary_endpoint"],
@@ -183,9 +187,5 @@ rule compare_cls:
         claimed_effect=config["cls"].get("claimed_effect", 0.03),
         seed_variance=config["cls"].get("seed_variance", "full"),
         inner_val_fraction=(config["cls"].get("finetune") or {}).get("val_fraction", 0.1),
-    log:
-        "logs/cls/compare.log",
-    conda:
-        ENV
     script:
         "../scripts/compare_cls.py"

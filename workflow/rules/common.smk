@@ -12,8 +12,12 @@ from cxrbs.core.errors import CxrbsError
 CONFIG_FILES = [str(f) for f in (workflow.overwrite_configfiles or workflow.configfiles)]
 use_config_files(CONFIG_FILES)
 try:
-    check_config(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES,
-                 deep=workflow.is_main_process)
+    check_config(
+        config,
+        workflow.source_path("../schemas/config.schema.yaml"),
+        CONFIG_FILES,
+        deep=workflow.is_main_process,
+    )
 except CxrbsError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../schemas/config.schema.yaml")
@@ -114,12 +118,21 @@ def pretrained_weights(wildcards):
     return [str(resolve_pretrained(str(PRETRAINED)))] if PRETRAINED else []
 
 
+def variant_stack(tbset, variant):
+    """The prepared stack a TB set's arm is fine-tuned and explained on."""
+    if variant == "baseline":
+        return f"results/data/{tbset}/images.npy"
+    if variant == "control":
+        return f"results/control/{tbset}/images.npy"
+    return f"results/suppressed/{tbset}/images.npy"
+
+
 def cls_images(wildcards):
-    if wildcards.variant == "baseline":
-        return f"results/data/{wildcards.tbset}/images.npy"
-    if wildcards.variant == "control":
-        return f"results/control/{wildcards.tbset}/images.npy"
-    return f"results/suppressed/{wildcards.tbset}/images.npy"
+    return variant_stack(wildcards.tbset, wildcards.variant)
+
+
+# The lung measures of the explain stage compare arms, so they need the baseline and another one.
+ARM_MEASURES = bool(TB_SETS) and "baseline" in VARIANTS and len(VARIANTS) > 1
 
 
 def pretrained_exclude():
@@ -135,11 +148,17 @@ def eval_pairs(wildcards):
     """Paired inputs; 'validation' / 'heldout_test' read the training set's val / test split
     (less a pretrained model's own patients, pretrained_exclude)."""
     if wildcards.testset == SELECTION_SET:
-        return {"images": "results/bs/data/val.npy", "manifest": "results/bs/data/split.csv",
-                **pretrained_exclude()}
+        return {
+            "images": "results/bs/data/val.npy",
+            "manifest": "results/bs/data/split.csv",
+            **pretrained_exclude(),
+        }
     if wildcards.testset == "heldout_test":
-        return {"images": "results/bs/data/test.npy", "manifest": "results/bs/data/split.csv",
-                **pretrained_exclude()}
+        return {
+            "images": "results/bs/data/test.npy",
+            "manifest": "results/bs/data/split.csv",
+            **pretrained_exclude(),
+        }
     return {
         "images": f"results/data/{wildcards.testset}/images.npy",
         "manifest": f"results/data/{wildcards.testset}/manifest.csv",
@@ -155,6 +174,8 @@ def all_targets():
         "results/cls/comparison.csv",
         "results/report.html",
     ]
+    if ARM_MEASURES:
+        targets.append("results/explain/arm_tests.csv")
     return targets
 
 
@@ -183,3 +204,21 @@ def bundle_inputs(wildcards):
 
         extra["compare_with"] = str(resolve_model(BUNDLE["compare_with"]))
     return extra
+
+
+def rule_threads(name):
+    """A rule's threads after --set-threads (an int; None where they depend on the job)."""
+    value = workflow.get_rule(name).resources.get("_cores")
+    return value if isinstance(value, int) else None
+
+
+onstart:
+    # Before the first job of a real run (not -n): how long the training will take here.
+    from cxrbs.estimate import print_estimate
+
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores (a cluster run with --jobs only)
+        cores = 1
+    threads = {r: rule_threads(r) for r in ("pretrain_cls", "finetune_cls")}
+    print_estimate(config, Path.cwd(), cores, {r: t for r, t in threads.items() if t})

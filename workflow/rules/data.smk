@@ -10,13 +10,13 @@ rule fetch_dataset:
     """Download and extract a data set, use the user's local copy, or make synthetic phantoms."""
     output:
         "resources/{dataset}/source.json",
-    params:
-        spec=lambda wildcards: DATASETS[wildcards.dataset],
-        seed=lambda wildcards: dataset_seed(wildcards.dataset),
     log:
         "logs/fetch/{dataset}.log",
     conda:
         ENV
+    params:
+        spec=lambda wildcards: DATASETS[wildcards.dataset],
+        seed=lambda wildcards: dataset_seed(wildcards.dataset),
     script:
         "../scripts/fetch_dataset.py"
 
@@ -28,17 +28,17 @@ rule build_manifest:
     output:
         manifest="results/data/{imageset}/manifest.csv",
         images="results/data/{imageset}/images.npy",
-    params:
-        spec=lambda wildcards: DATASETS[wildcards.imageset],
-        preprocess=preprocess_params(),
-    resources:
-        mem_mb=config["resources"]["data_mem_mb"],
     log:
         "logs/data/{imageset}.log",
     benchmark:
         "logs/benchmarks/data/{imageset}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=config["resources"]["data_mem_mb"],
+    params:
+        spec=lambda wildcards: DATASETS[wildcards.imageset],
+        preprocess=preprocess_params(),
     script:
         "../scripts/build_manifest.py"
 
@@ -49,13 +49,13 @@ rule make_folds:
         "results/data/{tbset}/manifest.csv",
     output:
         "results/data/{tbset}/folds.csv",
-    params:
-        k=config["cls"]["folds"],
-        seed=config["seed"],
     log:
         "logs/folds/{tbset}.log",
     conda:
         ENV
+    params:
+        k=config["cls"]["folds"],
+        seed=config["seed"],
     script:
         "../scripts/make_folds.py"
 
@@ -70,19 +70,19 @@ rule prepare_bs_pairs:
         val="results/bs/data/val.npy",
         test="results/bs/data/test.npy",
         split="results/bs/data/split.csv",
-    params:
-        val_fraction=config["bs"]["val_fraction"],
-        test_fraction=config["bs"]["test_fraction"],
-        stratify_regex=config["bs"]["stratify_regex"],
-        augment=config["bs"]["augment"],
-        seed=config["seed"],
-    resources:
-        mem_mb=config["resources"]["data_mem_mb"],
     log:
         "logs/bs/prepare_pairs.log",
     benchmark:
         "logs/benchmarks/bs/prepare_pairs.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=config["resources"]["data_mem_mb"],
+    params:
+        val_fraction=config["bs"]["val_fraction"],
+        test_fraction=config["bs"]["test_fraction"],
+        stratify_regex=config["bs"]["stratify_regex"],
+        augment=config["bs"]["augment"],
+        seed=config["seed"],
     script:
         "../scripts/prepare_bs_pairs.py"

@@ -33,6 +33,7 @@ rule explain:
         # boxes are scaled by the original images' sizes, read from the fetched data sets
         sources=expand("resources/{tbset}/source.json", tbset=TB_SETS) if BOXES_CSV else [],
     output:
+        **({"crm_boxes": "results/cls/crm_boxes.csv"} if BOXES_CSV else {}),
         bs_examples="results/explain/bs_examples.npz",
         bs_examples_table="results/explain/bs_examples.csv",
         crm_maps="results/explain/crm_maps.npz",
@@ -40,21 +41,58 @@ rule explain:
         tsne="results/explain/tsne.csv",
         notes="results/explain/notes.json",
         feature_space="results/cls/feature_space.csv",
-        **({"crm_boxes": "results/cls/crm_boxes.csv"} if BOXES_CSV else {}),
-    params:
-        seed=config["seed"],
-        datasets=config["datasets"],
-        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
-        report=config["report"],
-    threads: config["resources"]["train_threads"]
     log:
         "logs/report/explain.log",
     benchmark:
         "logs/benchmarks/report/explain.tsv"
     conda:
         ENV
+    threads: config["resources"]["train_threads"]
+    params:
+        seed=config["seed"],
+        datasets=config["datasets"],
+        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
+        report=config["report"],
     script:
         "../scripts/explain_models.py"
+
+
+rule arm_measures:
+    """Per TB image and arm, with lung masks: bone left (the selected BS model's own estimate) and
+    CRM share inside the lungs; per arm the classes' silhouette in the fold models' features."""
+    input:
+        bs_best="results/bs/best.json",
+        bs_models=expand("results/bs/models/{arch}/best.pt", arch=ARCHS),
+        folds=expand("results/data/{tbset}/folds.csv", tbset=TB_SETS),
+        stacks=[variant_stack(t, v) for t in TB_SETS for v in VARIANTS],
+        models=expand(
+            "results/cls/{tbset}/{variant}/fold{fold}/model.pt",
+            tbset=TB_SETS,
+            variant=VARIANTS,
+            fold=FOLDS,
+        ),
+    output:
+        per_image="results/explain/arm_measures.csv",
+        tests="results/explain/arm_tests.csv",
+        silhouette="results/explain/silhouette.csv",
+    log:
+        "logs/report/arm_measures.log",
+    benchmark:
+        "logs/benchmarks/report/arm_measures.tsv"
+    conda:
+        ENV
+    threads: config["resources"]["train_threads"]
+    params:
+        tb_sets=TB_SETS,
+        variants=VARIANTS,
+        folds=FOLDS,
+        lung_masks={t: DATASETS[t].get("lung_masks") for t in TB_SETS},
+        input_size=config["cls"]["input_size"],
+        crm_threshold=config["report"]["crm_threshold"],
+        n_boot=config["cls"]["n_boot"],
+        seed=config["seed"],
+    script:
+        "../scripts/arm_measures.py"
 
 
 rule figures:
@@ -71,7 +109,9 @@ rule figures:
             testset=BS_EVAL_SETS,
         ),
         # bs.pretrained: nothing was trained, so no history
-        bs_histories=expand("results/bs/models/{arch}/history.csv", arch=[] if PRETRAINED else ARCHS),
+        bs_histories=expand(
+            "results/bs/models/{arch}/history.csv", arch=[] if PRETRAINED else ARCHS
+        ),
         pretrain_history="results/cls/pretrain/history.csv",
         metrics="results/cls/metrics.csv",
         comparison="results/cls/comparison.csv",
@@ -95,18 +135,18 @@ rule figures:
             caption="../report/figures.rst",
             category="Figures",
         ),
-    params:
-        seed=config["seed"],
-        datasets=config["datasets"],
-        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
-        report=config["report"],
-    threads: 1
     log:
         "logs/report/figures.log",
     benchmark:
         "logs/benchmarks/report/figures.tsv"
     conda:
         ENV
+    threads: 1
+    params:
+        seed=config["seed"],
+        datasets=config["datasets"],
+        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
+        report=config["report"],
     script:
         "../scripts/make_figures.py"
 
@@ -118,6 +158,15 @@ rule report:
         figures="results/figures",
         feature_space="results/cls/feature_space.csv",
         crm_boxes=["results/cls/crm_boxes.csv"] if BOXES_CSV else [],
+        arm_measures=(
+            [
+                "results/explain/arm_measures.csv",
+                "results/explain/arm_tests.csv",
+                "results/explain/silhouette.csv",
+            ]
+            if ARM_MEASURES
+            else []
+        ),
         bs_summary="results/bs/eval/summary.csv",
         bs_best="results/bs/best.json",
         # the statistics of the choice: only the report reads them (bs.n_boot reruns no training)
@@ -132,13 +181,13 @@ rule report:
         sources=expand("resources/{imageset}/source.json", imageset=IMAGE_SETS),
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),
-    params:
-        config=config,
     log:
         "logs/report/report.log",
     benchmark:
         "logs/benchmarks/report/report.tsv"
     conda:
         ENV
+    params:
+        config=config,
     script:
         "../scripts/make_report.py"

@@ -4,14 +4,15 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbs.bs.package import package_model
+from cxrbs.core.layout import Layout
 from cxrbs.core.snakemake_glue import run
 
 
 def main(sm):
-    best = json.loads(Path(sm.input.best).read_text(encoding="utf-8"))
-    arch = best["arch"]
-    checkpoint = next(Path(p) for p in sm.input.models if Path(p).parent.name == arch)
-    summary = next(Path(p) for p in sm.input.summaries if Path(p).parent.name == arch)
+    layout = Layout.of_best(sm.input.best)
+    checkpoint = layout.chosen_checkpoint(sm.input.models)  # a declared input
+    arch = layout.bs_arch_of(checkpoint)
+    summary = next(Path(p) for p in sm.input.summaries if layout.bs_arch_of(Path(p)) == arch)
     per_image = pd.concat([pd.read_csv(p, dtype={"name": str}) for p in sm.input.per_image],
                           ignore_index=True)
     per_image = per_image[per_image["arch"].isin([arch, "identity"])]

@@ -1,14 +1,12 @@
-import json
 from pathlib import Path
 
-from cxrbs.bs.evaluate import chosen_checkpoint
+from cxrbs.core.layout import Layout
 from cxrbs.core.snakemake_glue import run
 from cxrbs.bs.suppress import suppress_stack
 
 
 def main(sm):
-    choice = json.loads(Path(sm.input.best).read_text(encoding="utf-8"))
-    model = chosen_checkpoint(choice, [Path(p) for p in sm.input.models])  # a declared input
+    model = Layout.of_best(sm.input.best).chosen_checkpoint(sm.input.models)  # a declared input
     out_manifest = Path(sm.output.manifest)
     suppress_stack(model, Path(sm.input.images), Path(sm.input.manifest), out_stack=Path(sm.output.images),
                    out_manifest=out_manifest, png_dir=out_manifest.parent / "images",

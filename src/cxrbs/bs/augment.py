@@ -4,9 +4,9 @@ Both images of a pair get the very same geometric transform and intensity filter
 correspondence between a radiograph and its bone-free target survives augmentation.
 
 The study's notebook augmented before splitting, so copies of one radiograph landed in both
-training and validation. Here :func:`augment_pairs` augments whatever it is given; use
-:func:`split_then_augment` (or split first yourself) so that validation holds only originals of
-patients never seen in training.
+training and validation. Here :func:`augment_pairs` augments whatever it is given; the workflow
+splits by patient first (:func:`cxrbs.bs.pairs.prepare_pairs`) so that validation holds only
+originals of patients never seen in training.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from skimage.filters import unsharp_mask
 from tqdm import tqdm
 
 from cxrbs.core.errors import CxrbsError
-from cxrbs.data.splits import patient_split
 
 FILTERS = ("median", "max", "min", "unsharp")
 
@@ -195,40 +194,3 @@ def augment_pairs(
     for i in tqdm(range(n, n_out), desc="augment", disable=not progress, unit="pair"):
         out[i] = augment_one(arr[origin[i]].astype(np.float32, copy=False), rng, cfg)
     return out, origin
-
-
-def split_then_augment(
-    pairs: np.ndarray,
-    patient_ids: Any,
-    *,
-    val_fraction: float,
-    n_train: int,
-    seed: int,
-    config: AugmentConfig | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Split by patient FIRST, then augment only the training side (no leakage into validation).
-
-    Returns ``train`` = (augmented pairs, patient id of each one's origin), ``val`` = (original
-    validation pairs, their patient ids), ``train_index`` / ``val_index`` (rows of ``pairs``) and
-    ``train_origin`` (for every augmented pair, the row of ``pairs`` it was made from).
-    """
-    arr = _check_pairs(pairs)
-    ids = np.asarray(patient_ids)
-    if ids.shape != (arr.shape[0],):
-        raise CxrbsError(
-            f"{ids.size} patient ids for {arr.shape[0]} pairs: give one patient id per pair"
-        )
-    is_val = patient_split(ids, val_fraction=val_fraction, seed=seed)
-    train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    train_arr, origin = augment_pairs(
-        arr[train_index], n_train, seed=seed, config=config, progress=progress
-    )
-    train_origin = train_index[origin]
-    return {
-        "train": (train_arr, ids[train_origin]),
-        "val": (arr[val_index].astype(np.float32, copy=False), ids[val_index]),
-        "train_index": train_index,
-        "val_index": val_index,
-        "train_origin": train_origin,
-    }

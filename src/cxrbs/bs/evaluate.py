@@ -12,7 +12,6 @@ import pandas as pd
 
 from cxrbs.data.stacks import read_manifest, read_stack
 from cxrbs.core.errors import CxrbsError
-from cxrbs.core.layout import Layout
 from cxrbs.bs.metrics import evaluate_pairs, summarize
 from cxrbs.bs.predict import load_bs_model, predict_images
 
@@ -90,6 +89,9 @@ def select_best(summary: pd.DataFrame, *, metric: str,
                 selection_set: str = SELECTION_SET) -> dict[str, Any]:
     """The best architecture on ``metric`` over the validation pairs (never ``identity``).
 
+    The decision only: :func:`cxrbs.bs.choice.write_choice` adds the checkpoint path and writes
+    ``best.json``.
+
     Only the validation set (also the early-stopping set) is used: every test set in the summary
     is reported beside the choice but never informs it, so its scores stay unbiased test results.
     """
@@ -125,25 +127,5 @@ def select_best(summary: pd.DataFrame, *, metric: str,
             "test_set": selection_set, "test_sets_used_for_selection": False,
             "test_sets": test_sets, "value": float(models[best]),
             "identity_value": identity_value, "beats_identity": beats,
-            "checkpoint": str(Layout().bs_checkpoint(str(best))), "reason": reason,
+            "reason": reason,
             "ranking": {a: float(v) for a, v in ranking.items()}}
-
-
-def chosen_checkpoint(choice: dict[str, Any], candidates: list[Path]) -> Path:
-    """The candidate checkpoint ``best.json`` names (its ``checkpoint``, else its ``arch``).
-
-    The workflow passes every candidate as a declared input, so the checkpoint used is always a
-    file Snakemake tracks, never a path rebuilt by hand.
-    """
-    wanted = str(choice.get("checkpoint") or "")
-    arch = str(choice.get("arch") or "")
-    parts = Path(wanted).parts
-    for path in candidates:
-        if parts and Path(path).parts[-len(parts):] == parts:
-            return Path(path)
-    for path in candidates:
-        if Path(path).parent.name == arch:
-            return Path(path)
-    raise CxrbsError(f"best.json names {wanted or arch!r}, which is none of the candidate "
-                     f"checkpoints ({', '.join(map(str, candidates)) or 'none'}); rerun the "
-                     "workflow (snakemake --forcerun select_bs)")

@@ -25,7 +25,6 @@ import pandas as pd
 from cxrbs.bs import bundled
 from cxrbs.core.atomic import atomic_path, write_json
 from cxrbs.core.errors import CxrbsError
-from cxrbs.core.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +124,9 @@ def pretrained_choice(summary: pd.DataFrame, info: Mapping[str, Any], *,
                       metric: str) -> dict[str, Any]:
     """best.json for a pretrained model: the only candidate, so nothing is selected.
 
+    The decision only, as :func:`cxrbs.bs.evaluate.select_best`'s:
+    :func:`cxrbs.bs.choice.write_choice` writes it.
+
     ``value``/``identity_value`` are those of the first evaluated set (a bone_suppression test set
     before the within-institution ``heldout_test``); ``per_set`` has every set.
     """
@@ -165,6 +167,6 @@ def pretrained_choice(summary: pd.DataFrame, info: Mapping[str, Any], *,
             "test_sets_used_for_selection": False, "test_sets": sets,
             "value": first["value"], "identity_value": first["identity_value"],
             "beats_identity": beats, "per_set": per_set,
-            "checkpoint": str(Layout().bs_checkpoint(ARCH)), "reason": reason,
+            "reason": reason,
             "ranking": {ARCH: first["value"]}, "pretrained": name, "training_skipped": True,
             "pretrained_model": dict(info)}

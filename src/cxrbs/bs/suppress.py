@@ -10,7 +10,6 @@ blur.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -108,14 +107,7 @@ def resolve_model(model: Path | str | None, layout: Layout | None = None) -> Pat
         raise CxrbsError(f"--model {model}: no such checkpoint file and no bundled model of that "
                          "name; check the path, or see `cxrbs models`")
     if best_json.is_file():
-        try:
-            choice = json.loads(best_json.read_text(encoding="utf-8"))
-            path = Path(choice["checkpoint"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CxrbsError(f"{best_json} is not a model choice written by the workflow ({exc}); "
-                             "rerun the workflow or pass --model path/to/best.pt") from exc
-        if not path.is_absolute():  # the workflow writes it relative to its own folder
-            path = layout.workflow_dir / path
+        path = layout.chosen_checkpoint()
         if path.is_file():
             log.info("using the workflow's selected model %s (from %s)", path, best_json)
             return path

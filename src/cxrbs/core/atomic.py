@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,22 +108,6 @@ def check_replaceable(final: str | os.PathLike[str]) -> None:
             else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
     raise CxrbsError(f"output {final} exists and is {kind}, not a file: refusing to replace it; "
                      "give the path of a regular file to write")
-
-
-def refuse_overwriting_inputs(output: str | os.PathLike[str],
-                              inputs: Iterable[str | os.PathLike[str]]) -> None:
-    """Refuse an output path that is one of the inputs (same file, by any name or link)."""
-    out = Path(output)
-    out_resolved = out.resolve()
-    for item in inputs:
-        src = Path(item)
-        same = src.resolve() == out_resolved
-        if not same and out.exists() and src.exists():
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(src, out)
-        if same:
-            raise CxrbsError(f"output {out} is also an input ({src}): refusing to overwrite an "
-                             "input; choose another output path")
 
 
 def _fsync_file(path: Path) -> None:

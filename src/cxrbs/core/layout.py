@@ -9,8 +9,13 @@ checks that every path here is the one the rules write, so the two cannot drift 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cxrbs.core.errors import CxrbsError
+from cxrbs.core.snakemake_glue import workflow_job
 
 RESULTS = Path("results")
 
@@ -20,6 +25,11 @@ class Layout:
     """Paths under one results folder; ``root`` is ``results/`` of the workflow's working dir."""
 
     root: Path = RESULTS
+
+    @classmethod
+    def of_best(cls, best_json: str | Path) -> Layout:
+        """The layout whose :attr:`bs_best` is ``best_json`` (a rule's declared input)."""
+        return cls(Path(best_json).parents[1])
 
     @property
     def workflow_dir(self) -> Path:
@@ -68,8 +78,47 @@ class Layout:
     def bs_checkpoint(self, arch: str) -> Path:
         return self.bs_model_dir(arch) / "best.pt"
 
-    def bs_history(self, arch: str) -> Path:
-        return self.bs_model_dir(arch) / "history.csv"
+    @staticmethod
+    def bs_arch_of(checkpoint: Path) -> str:
+        """The architecture slot (``bs/models/<arch>/``) a checkpoint path lies in."""
+        return Path(checkpoint).parent.name
+
+    def chosen_checkpoint(self, candidates: Iterable[str | Path] | None = None) -> Path:
+        """The bone-suppression checkpoint that ``best.json`` (:attr:`bs_best`) names.
+
+        The one answer to "which model was chosen" (``suppress_tb``, ``bundle``, the explain
+        stage and ``cxrbs suppress`` all ask here): its ``checkpoint`` field, relative to the
+        workflow folder as the workflow writes it, else its ``arch`` slot. Whether the file
+        exists is the caller's question. With ``candidates`` (a job's declared inputs), the
+        candidate it names, so a job only opens a file Snakemake tracks.
+        """
+        best = self.bs_best
+        rerun = ("rerun the workflow (snakemake --forcerun select_bs)" if workflow_job()
+                 else "rerun the workflow or pass --model path/to/best.pt")
+        try:
+            choice = json.loads(best.read_text(encoding="utf-8"))
+            wanted = str(choice.get("checkpoint") or "")
+            arch = str(choice.get("arch") or "")
+            if not (wanted or arch):
+                raise KeyError("checkpoint")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CxrbsError(f"{best} is not a model choice written by the workflow ({exc}); "
+                             f"{rerun}") from exc
+        if candidates is None:
+            if not wanted:
+                return self.bs_checkpoint(arch)
+            path = Path(wanted)
+            return path if path.is_absolute() else self.workflow_dir / path
+        listed = [Path(p) for p in candidates]
+        parts = Path(wanted).parts
+        for path in listed:
+            if parts and path.parts[-len(parts):] == parts:
+                return path
+        for path in listed:
+            if self.bs_arch_of(path) == arch:
+                return path
+        raise CxrbsError(f"{best} names {wanted or arch!r}, which is none of the candidate "
+                         f"checkpoints ({', '.join(map(str, listed)) or 'none'}); {rerun}")
 
     def bs_eval(self, arch: str, testset: str) -> Path:
         return self.bs_dir / "eval" / arch / f"{testset}.csv"
@@ -109,11 +158,17 @@ class Layout:
     def cls_comparison(self) -> Path:
         return self.cls_dir / "comparison.csv"
 
-    def cls_fold_dir(self, tbset: str, variant: str, fold: int | str) -> Path:
-        return self.cls_dir / tbset / variant / f"fold{fold}"
+    def cls_fold_dir(self, tbset: str, variant: str, fold: int | str, repeat: int = 0) -> Path:
+        """Repeat 0 under ``<tbset>/<variant>/fold<k>``, repeat r > 0 under ``.../repeat<r>/``."""
+        arm = self.cls_dir / tbset / variant
+        return (arm / f"repeat{repeat}" if int(repeat) else arm) / f"fold{fold}"
 
-    def cls_fold_model(self, tbset: str, variant: str, fold: int | str) -> Path:
-        return self.cls_fold_dir(tbset, variant, fold) / "model.pt"
+    def cls_fold_model(self, tbset: str, variant: str, fold: int | str, repeat: int = 0) -> Path:
+        return self.cls_fold_dir(tbset, variant, fold, repeat) / "model.pt"
+
+    @property
+    def cls_pretrain_model(self) -> Path:
+        return self.cls_dir / "pretrain" / "model.pt"
 
     def cls_fold_predictions(self, tbset: str, variant: str, fold: int | str) -> Path:
         return self.cls_fold_dir(tbset, variant, fold) / "predictions.csv"
@@ -157,8 +212,26 @@ class Layout:
         return self.explain_dir / "notes.json"
 
     @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
+    def arm_measures(self) -> Path:
+        """Per TB image and arm: bone left and relevance inside the lung masks, silhouette."""
+        return self.explain_dir / "arm_measures.csv"
+
+    @property
+    def arm_tests(self) -> Path:
+        return self.explain_dir / "arm_tests.csv"
+
+    @property
+    def silhouette(self) -> Path:
+        return self.explain_dir / "silhouette.csv"
+
+    def variant_stack(self, tbset: str, variant: str) -> Path:
+        """The prepared stack an arm is fine-tuned and explained on (baseline, bone_suppressed,
+        control): the same mapping as the workflow's ``variant_stack``."""
+        if variant == "baseline":
+            return self.stack(tbset)
+        if variant == "control":
+            return self.root / "control" / tbset / "images.npy"
+        return self.suppressed_stack(tbset)
 
     @property
     def report(self) -> Path:

@@ -10,11 +10,9 @@ cleans up after SIGTERM too. The exit status is the shell's 128 + 15 = 143.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from types import FrameType
 
 EXIT_SIGTERM = 128 + int(signal.SIGTERM)  # 143, what a shell reports for a SIGTERM'd process
@@ -46,20 +44,3 @@ def interrupted_exit(exc: KeyboardInterrupt, prog: str = "cxrbs") -> int:
         return EXIT_SIGTERM
     print(f"{prog}: interrupted", file=sys.stderr)
     return 130
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt(prog: str = "cxrbs") -> Iterator[None]:
-    """Run the body with SIGTERM as ``Terminated``; on it, print one line and exit 143.
-
-    The previous handler is restored on the way out, so a library caller is left as it was.
-    """
-    previous = signal.getsignal(signal.SIGTERM)
-    installed = install_sigterm_handler()
-    try:
-        yield
-    except Terminated as exc:
-        raise SystemExit(interrupted_exit(exc, prog)) from None
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous)

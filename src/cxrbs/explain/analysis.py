@@ -11,7 +11,6 @@ The two checkpoint loaders are called only in :func:`_load_bs_model` and :func:`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -113,8 +112,8 @@ def bs_examples(layout: Layout, config: Mapping[str, Any], out: _Out, note: _Not
     if not layout.bs_best.is_file():
         note(sec, f"no selected model ({WORKFLOW.bs_best}): example images left out")
         return
-    arch = str(json.loads(layout.bs_best.read_text())["arch"])
-    checkpoint = layout.bs_checkpoint(arch)
+    checkpoint = layout.chosen_checkpoint()
+    arch = layout.bs_arch_of(checkpoint)
     tests = _datasets(config, "bs_test")
     tests = tests or sorted(p.stem for p in layout.bs_eval_dir(arch).glob("*.csv"))
     evals = [layout.bs_eval(arch, t) for t in tests]

@@ -23,6 +23,7 @@ from cxrbs.report.html_blocks import (
     note,
     read_csv,
 )
+from cxrbs.report.html_arms import lung_measures_html, silhouette_html
 from cxrbs.report.methods import statistical_methods_html
 from cxrbs.report.html_sections import (
     bs_section,
@@ -135,8 +136,8 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any],
         "bone_suppression": bs_section(layout),
         "classification": cls_section(layout),
         "statistics": stats_section(layout),
-        "relevance_maps": crm_section(layout, config),
-        "feature_space": feature_section(layout),
+        "relevance_maps": crm_section(layout, config) + lung_measures_html(layout),
+        "feature_space": feature_section(layout) + silhouette_html(layout),
         "configuration": config_section(config, versions),
     }
     sections = [
