@@ -4,6 +4,8 @@ recomputes to the numbers it lists."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,15 @@ def test_kept_run_recomputes_to_its_headline_and_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for r in again.itertuples():
         assert f"{r.auc:.3f}" in readme, (r.dataset, r.arm, r.auc)
+
+
+def test_exported_json_keeps_no_path_of_the_run_machine(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    best = tmp_path / "results/bs/best.json"
+    best.parent.mkdir(parents=True, exist_ok=True)
+    card = tmp_path / "src/cxrbs/bundled/m.md"
+    best.write_text(json.dumps({"arch": "pretrained", "pretrained_model": {"card": str(card)}}))
+    files = export_run(tmp_path, tmp_path / "out")
+    assert tmp_path / "out/best.json" in files
+    kept = json.loads((tmp_path / "out/best.json").read_text())
+    assert kept["pretrained_model"]["card"] == "src/cxrbs/bundled/m.md"

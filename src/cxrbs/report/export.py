@@ -28,7 +28,7 @@ __all__ = ["export_run", "gather_predictions", "headline"]
 def _tables(layout: Layout) -> list[Path]:
     """Small files copied as they are, when present."""
     return [layout.cls_comparison, layout.cls_metrics, layout.bs_summary, layout.bs_best,
-            layout.report]
+            layout.arm_tests, layout.silhouette, layout.report]
 
 
 MAX_BYTES = 5 * 2**20
@@ -87,8 +87,14 @@ def export_run(workdir: Path, out: Path) -> list[Path]:
     for src in _tables(layout):
         if src.is_file():
             dest = out / src.name
-            with atomic.atomic_path(dest) as tmp:
-                shutil.copyfile(src, tmp)
+            if src.suffix == ".json":  # paths of the run's machine, kept relative to its folder
+                text = src.read_text(encoding="utf-8")
+                for root in {str(workdir.resolve()), str(workdir)}:
+                    text = text.replace(f"{root}/", "")
+                atomic.write_text(dest, text)
+            else:
+                with atomic.atomic_path(dest) as tmp:
+                    shutil.copyfile(src, tmp)
             written.append(dest)
     preds = gather_predictions(layout.root)
     atomic.write_csv(out / "predictions.csv", preds)
