@@ -100,3 +100,18 @@ def test_data_set_messages_name_the_config_file_in_use(tmp_path: Path,
         materialize_source({"path": str(tmp_path / "missing")}, tmp_path / "dest", name="jsrt")
     assert "datasets.jsrt.path in other.yaml" in str(info.value)
     assert "config/config.yaml" not in str(info.value)
+
+
+def test_the_stretch_defaults_come_from_the_schema_not_a_copy() -> None:
+    from cxrbs.core import config as cfg
+    from cxrbs.data import preprocess
+
+    schema = cfg.load_schema()
+    pre = schema["properties"]["preprocess"]["properties"]
+    assert (cfg.LOW_PCT, cfg.HIGH_PCT) == (pre["low_percentile"]["default"],
+                                           pre["high_percentile"]["default"])
+    assert cfg.schema_default("bs", "n_boot", schema=schema) == 2000
+    import inspect
+
+    sig = inspect.signature(preprocess.preprocess)
+    assert sig.parameters["high_pct"].default is cfg.HIGH_PCT

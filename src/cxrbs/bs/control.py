@@ -29,6 +29,7 @@ from cxrbs.core.atomic import atomic_path, open_memmap, write_csv
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.preprocess import from_uint16, to_uint16
 from cxrbs.data.stacks import load_stack, read_manifest
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 #: Frequencies up to this many cycles per image side form the low band (periods longer than a
 #: quarter of the image: the broad shading); ribs repeat about 8-12 times over a chest
@@ -79,7 +80,7 @@ def _energy_scale(low: np.ndarray, rand: np.ndarray, change: np.ndarray) -> np.n
 
 def sham_control(original: np.ndarray, suppressed: np.ndarray, *, seed: int,
                  cutoff_cycles: float = CUTOFF_CYCLES, low_pct: float | None = 1.0,
-                 high_pct: float = 99.0) -> np.ndarray:
+                 high_pct: float = HIGH_PCT) -> np.ndarray:
     """original + low band(own change) + phase-randomised high band(own change), clipped, stretched."""
     if original.shape != suppressed.shape or original.ndim != 3:
         raise CxrbsError(f"original and suppressed must be equal (N, H, W) stacks; got "
@@ -94,7 +95,7 @@ def sham_control(original: np.ndarray, suppressed: np.ndarray, *, seed: int,
 
 def control_stack(original_path: Path, suppressed_path: Path, manifest_path: Path, *,
                   out_stack: Path, out_manifest: Path, seed: int, low_pct: float | None = 1.0,
-                  high_pct: float = 99.0, cutoff_cycles: float = CUTOFF_CYCLES) -> pd.DataFrame:
+                  high_pct: float = HIGH_PCT, cutoff_cycles: float = CUTOFF_CYCLES) -> pd.DataFrame:
     """Write the control arm's (N,1,S,S) uint16 stack and its manifest (saying what was done)."""
     original = from_uint16(np.asarray(load_stack(original_path)[:, 0]))
     suppressed = from_uint16(np.asarray(load_stack(suppressed_path)[:, 0]))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cxrbs.core import atomic
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 
 def before_after_figure(models: Mapping[str, Any], image_path: Path, out: Path, *,
@@ -33,8 +34,8 @@ def before_after_figure(models: Mapping[str, Any], image_path: Path, out: Path, 
     rows = []
     for label, (model, meta) in models.items():
         res = suppress_image(model, img, size=model_image_size(meta),
-                             low_pct=float(meta.get("low_pct", 1.0)),
-                             high_pct=float(meta.get("high_pct", 99.0)), flip_tta=flip_tta)
+                             low_pct=float(meta.get("low_pct", LOW_PCT)),
+                             high_pct=float(meta.get("high_pct", HIGH_PCT)), flip_tta=flip_tta)
         rows.append((label, res[::step, ::step], (img - res)[::step, ::step]))
     vmax = max(float(np.percentile(b, 99.5)) for _, _, b in rows) or 1e-3
     fig, axes = plt.subplots(len(rows), 3, figsize=(9.6, 3.4 * len(rows)), dpi=80, squeeze=False)

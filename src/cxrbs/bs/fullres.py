@@ -27,6 +27,7 @@ from cxrbs.core.progress import progress_iter
 from cxrbs.data.io import read_image
 from cxrbs.data.preprocess import apply_stretch, resize_image, stretch_limits
 from cxrbs.data.stacks import read_manifest
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ __all__ = ["fullres_files", "evaluate_fullres", "score_fullres"]
 
 
 def score_fullres(source: np.ndarray, output: np.ndarray, target: np.ndarray, *, size: int = 256,
-                  low_pct: float = 1.0, high_pct: float = 99.0) -> dict[str, float]:
+                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> dict[str, float]:
     """Metrics of a full-resolution ``output`` against ``target``, both on the source's scale."""
     if not (source.shape == output.shape == target.shape):
         raise CxrbsError(f"full-resolution scoring needs equal shapes, got source {source.shape}, "
@@ -90,14 +91,14 @@ def evaluate_fullres(model_path: Path | None, files: list[tuple[str, Path, Path]
     ``size`` defaults to the model's input size (from its checkpoint), else 256.
     """
     model: Any = None
-    low, high = 1.0, 99.0
+    low, high = LOW_PCT, HIGH_PCT
     if model_path is not None:
         from cxrbs.bs.predict import load_bs_model
         from cxrbs.bs.suppress import model_image_size
 
         model, meta = load_bs_model(model_path)
         size = size or model_image_size(meta)
-        low, high = float(meta.get("low_pct", 1.0)), float(meta.get("high_pct", 99.0))
+        low, high = float(meta.get("low_pct", LOW_PCT)), float(meta.get("high_pct", HIGH_PCT))
     size = int(size or 256)
     rows = []
     for name, src_path, tgt_path in progress_iter(files, desc=f"{arch} on {test_set}",

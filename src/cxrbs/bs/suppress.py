@@ -33,6 +33,7 @@ from cxrbs.data.files import walk_images
 from cxrbs.data.io import read_image, write_dicom_derived, write_png
 from cxrbs.data.preprocess import resize_image, apply_stretch, from_uint16, stretch_limits, to_uint16
 from cxrbs.bs.predict import load_bs_model, predict_images
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def restretch(images: np.ndarray, low_pct: float | None, high_pct: float) -> np.
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
                    out_manifest: Path, png_dir: Path | None = None, batch_size: int = 8,
                    progress: bool = True, low_pct: float | None = 1.0,
-                   high_pct: float = 99.0) -> pd.DataFrame:
+                   high_pct: float = HIGH_PCT) -> pd.DataFrame:
     """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals.
 
     Predictions get the same percentile stretch as the original stack (``low_pct``/``high_pct``:
@@ -160,8 +161,8 @@ def iter_inputs(inputs: Iterable[Path], *, exclude: Iterable[Path] = ()) -> Iter
             raise CxrbsError(f"input {item} does not exist: check the path")
 
 
-def suppress_image(model: Any, image: np.ndarray, *, size: int, low_pct: float = 1.0,
-                   high_pct: float = 99.0, full_resolution: bool = True,
+def suppress_image(model: Any, image: np.ndarray, *, size: int, low_pct: float = LOW_PCT,
+                   high_pct: float = HIGH_PCT, full_resolution: bool = True,
                    flip_tta: bool = False) -> np.ndarray:
     """Bone-suppress one image in [0,1]; see the module docstring for the full-resolution path.
 
@@ -266,7 +267,7 @@ def suppress_files(inputs: Iterable[Path], outdir: Path, model_path: Path, *, fm
     model, meta = load_bs_model(model_path, device=device)
     size = size or model_image_size(meta)
     description = f"Bone suppressed ({meta.get('model_name', 'cxrbs')})"
-    low, high = float(meta.get("low_pct", 1.0)), float(meta.get("high_pct", 99.0))
+    low, high = float(meta.get("low_pct", LOW_PCT)), float(meta.get("high_pct", HIGH_PCT))
 
     def write(path: Path, target: Path, result: np.ndarray) -> Path:
         if fmt == "dicom":

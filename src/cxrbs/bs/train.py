@@ -51,6 +51,7 @@ from cxrbs.bs.online_augment import OnlineAugment, augment_crop, draw_crop
 from cxrbs.training import loop
 from cxrbs.training.ema import ema_of
 from cxrbs.training.schedule import warmup_cosine
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 __all__ = ["HISTORY_COLUMNS", "TrainConfig", "train_bs", "val_side"]
 
@@ -77,8 +78,8 @@ class _Run:
     train_pairs: np.ndarray
     val_pairs: np.ndarray
     progress: bool
-    low_pct: float = 1.0
-    high_pct: float = 99.0
+    low_pct: float = LOW_PCT
+    high_pct: float = HIGH_PCT
     ema: Any = None  # torch AveragedModel when ema_decay > 0
     step: int = 0  # optimiser steps so far (the cosine schedule's clock)
     augment: OnlineAugment = dataclasses.field(default_factory=OnlineAugment)
@@ -467,8 +468,8 @@ def train_bs(
     outdir: Path,
     *,
     progress: bool = True,
-    low_pct: float = 1.0,
-    high_pct: float = 99.0,
+    low_pct: float = LOW_PCT,
+    high_pct: float = HIGH_PCT,
 ) -> dict[str, Any]:
     """Train a bone-suppression model on (N,2,H,W) source/target stacks; resume when possible.
 

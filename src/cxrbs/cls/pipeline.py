@@ -24,6 +24,7 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.cls.hog_floor import train_hog_floor
 from cxrbs.data.splits import patient_split
 from cxrbs.cls.compare import CLAIMED_EFFECT, EQUIVALENCE_MARGIN, PRIMARY_ENDPOINT, compare_variants
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _image_names(frame: pd.DataFrame) -> list[str]:
 def pretrain(manifests: list[Path], stacks: list[Path], *, model: str, model_kwargs: dict[str, Any],
              train_cfg: dict[str, Any], seed: int, outdir: Path, weights: Path | None,
              threads: int | None, hog_floor: bool, input_size: int | None = None,
-             low_pct: float = 1.0, high_pct: float = 99.0) -> pd.DataFrame:
+             low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> pd.DataFrame:
     """Stage 1: CXR-modality pretraining (normal vs abnormal) with a patient-level validation split."""
     images, frame = load_labelled_sets(manifests, stacks)
     stack_size = int(images.shape[-1])
@@ -85,7 +86,7 @@ def _prediction_rows(frame: pd.DataFrame, dataset: str, variant: str, model: str
 def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: str, fold: int,
                   init_checkpoint: Path, train_cfg: dict[str, Any], seed: int, outdir: Path,
                   threads: int | None, hog_floor: bool, input_size: int | None = None,
-                  low_pct: float = 1.0, high_pct: float = 99.0) -> pd.DataFrame:
+                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> pd.DataFrame:
     """Stage 2: fine-tune on the other folds (inner patient-level validation), predict fold ``fold``."""
     folds = pd.read_csv(folds_path, dtype={"patient_id": str})
     stack = load_stack(stack_path)

@@ -25,6 +25,7 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.data.io import read_image
 from cxrbs.data.preprocess import from_uint16, preprocess, resize_images, to_uint16
 from cxrbs.training import loop
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 __all__ = ["PREDICTION_COLUMNS", "fold_images", "predict_files", "predict_images",
            "predict_proba", "prepare_image", "preprocessing_of"]
@@ -123,8 +124,8 @@ def preprocessing_of(meta: Mapping[str, Any], size: int | None = None) -> dict[s
                          "pass --size")
     stack_size = size or _side(meta.get("stack_size")) or input_size
     return {"stack_size": int(stack_size), "input_size": int(input_size),
-            "low_pct": float(meta.get("low_pct", 1.0)),
-            "high_pct": float(meta.get("high_pct", 99.0))}
+            "low_pct": float(meta.get("low_pct", LOW_PCT)),
+            "high_pct": float(meta.get("high_pct", HIGH_PCT))}
 
 
 def fold_images(stack: np.ndarray, input_size: int | None) -> np.ndarray:
@@ -133,7 +134,7 @@ def fold_images(stack: np.ndarray, input_size: int | None) -> np.ndarray:
 
 
 def prepare_image(image: np.ndarray, *, stack_size: int, input_size: int | None,
-                  low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:
+                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> np.ndarray:
     """One decoded image through the workflow's route (see module docstring): float32 (s,s)."""
     row = to_uint16(preprocess(image, stack_size, low_pct=low_pct, high_pct=high_pct))
     return fold_images(row[None, None], input_size)[0]

@@ -63,6 +63,7 @@ from cxrbs.models.checkpoint import (
 )
 from cxrbs.training import loop
 from cxrbs.training.ema import ema_of
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 __all__ = [  # ClsTrainConfig, augment_batch, predict_proba: re-exported from config/augment/predict
     "ClsTrainConfig",
@@ -377,8 +378,8 @@ def train_classifier(
     val_mask: np.ndarray | None = None,
     progress: bool = True,
     stage: str | None = None,
-    low_pct: float = 1.0,
-    high_pct: float = 99.0,
+    low_pct: float = LOW_PCT,
+    high_pct: float = HIGH_PCT,
     stack_size: int | None = None,
     class_names: list[str] | None = None,
 ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 log = logging.getLogger("cxrbs")
 
@@ -22,7 +23,6 @@ BS_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "rl_bs": {"output": "direct"},
 }
 #: The study's preprocessing (config: preprocess.low_percentile / high_percentile).
-LOW_PCT, HIGH_PCT = 1.0, 99.0
 
 #: Workflow wording that deeper package code uses, and what it means on the command line.
 _CLI_WORDING = {

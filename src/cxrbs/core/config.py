@@ -7,7 +7,7 @@ model arguments, bundled models, patient regexes) is :func:`cxrbs.config_checks.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,21 @@ def config_file_name() -> str:
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def schema_default(*keys: str, schema: Mapping[str, Any] | None = None) -> Any:
+    """The schema's default of a dotted setting (``schema_default("preprocess", "low_percentile")``):
+    code that needs a setting's value outside a workflow job takes it from here, never a copy."""
+    node: Any = schema if schema is not None else load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
+
+
+#: The study's contrast stretch (preprocess.low_percentile / high_percentile), for callers outside
+#: a workflow job (the CLI, old checkpoints without the fields); jobs get the config's via params.
+LOW_PCT = float(schema_default("preprocess", "low_percentile"))
+HIGH_PCT = float(schema_default("preprocess", "high_percentile"))
 
 
 #: Keys that existed once and are refused with the reason, instead of "unknown key".

@@ -12,6 +12,7 @@ from skimage.color import rgb2gray
 from skimage.transform import resize
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 PAIR_MODES = ("shared", "independent")
 _MIN_SIZE = 8
@@ -92,7 +93,7 @@ def _check_pcts(low_pct: float, high_pct: float) -> None:
         )
 
 
-def check_options(size: int, low_pct: float = 1.0, high_pct: float = 99.0) -> int:
+def check_options(size: int, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> int:
     """Validate preprocessing settings before any image is read; returns ``size`` as an int."""
     _check_pcts(low_pct, high_pct)
     return _check_size(size)
@@ -107,7 +108,7 @@ def resize_image(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def stretch_limits(
-    img: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0
+    img: np.ndarray, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT
 ) -> tuple[float, float]:
     """Percentile limits of the stretch, exposed so a pair can share its source's limits."""
     _check_pcts(low_pct, high_pct)
@@ -130,7 +131,7 @@ def apply_stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def preprocess(
-    img: np.ndarray, size: int, *, low_pct: float = 1.0, high_pct: float = 99.0
+    img: np.ndarray, size: int, *, low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT
 ) -> np.ndarray:
     """Resize to (size, size) and saturate the extreme percentiles: the study's preprocessing.
 
@@ -150,8 +151,8 @@ def preprocess_pair(
     target: np.ndarray,
     size: int,
     *,
-    low_pct: float = 1.0,
-    high_pct: float = 99.0,
+    low_pct: float = LOW_PCT,
+    high_pct: float = HIGH_PCT,
     mode: str = "shared",
     name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 from cxrbs.core.atomic import atomic_path, ensure_dir, open_memmap
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.io import DEFAULT_MAX_PIXELS, read_image
@@ -40,8 +41,8 @@ from cxrbs.data.preprocess import (
 log = logging.getLogger(__name__)
 
 
-def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: float = 1.0,
-                high_pct: float = 99.0, pair_stretch: str = "shared",
+def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: float = LOW_PCT,
+                high_pct: float = HIGH_PCT, pair_stretch: str = "shared",
                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> Path:
     """Read and preprocess every manifest row into ``out_path`` (written under a temporary name).
 

@@ -24,6 +24,7 @@ from torch import nn
 from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.hashing import sha256_file
+from cxrbs.core.config import HIGH_PCT, LOW_PCT
 
 FORMAT = "cxrbs-checkpoint-2"
 KINDS = ("bs", "cls")
@@ -43,7 +44,7 @@ _NEEDS = {
 
 
 def header(*, kind: str, model_name: str, model_kwargs: Mapping[str, Any], input_size: Any,
-           seed: int, versions: Mapping[str, Any], low_pct: float = 1.0, high_pct: float = 99.0,
+           seed: int, versions: Mapping[str, Any], low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT,
            output_mode: str | None = None,
            class_names: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
     """The fields every checkpoint has, in plain types (lists, not tuples) for ``weights_only``."""
@@ -165,7 +166,7 @@ def _normalise(ckpt: dict[str, Any]) -> dict[str, Any]:
             kind = "cls" if str(out.get("format", "")).startswith("cxrbs-classifier") else "bs"
     out["kind"] = kind
     out.setdefault("low_pct", 1.0)
-    out.setdefault("high_pct", 99.0)
+    out.setdefault("high_pct", HIGH_PCT)
     if out.get("input_size") is None:
         out["input_size"] = _legacy_input_size(out)
     if kind == "bs":
