@@ -10,7 +10,6 @@ imported inside the functions: parsing the workflow in a job process (``deep=Fal
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from collections.abc import Sequence
@@ -55,82 +54,11 @@ def config_file_problems(path: str | os.PathLike[str], *, deep: bool = True,
 
 
 def model_kwarg_problems(model: str, kwargs: dict[str, Any]) -> list[tuple[str, str]]:
-    """(argument, what is wrong) for keyword arguments the model's constructor would refuse.
+    """The registry's check of configured model arguments (one check, beside the constructors);
+    imported here lazily so that a schema-only check never imports torch."""
+    from cxrbs.models.registry import model_kwarg_problems as check
 
-    Names and types come from the constructor's signature (defaults and annotations); values
-    are then tried by building the model on torch's "meta" device, which allocates no weights,
-    so even VGG-16 is checked in milliseconds.
-    """
-    import torch
-
-    from cxrbs import models  # noqa: F401  (registers every model family)
-    from cxrbs.models.registry import _lookup
-
-    constructor = _lookup(model).constructor
-    params = {
-        p.name: p for p in inspect.signature(constructor).parameters.values()
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    }
-    if not isinstance(kwargs, dict):
-        return [("", f"must be a mapping of argument names to values, got {kwargs!r}")]
-    problems: list[tuple[str, str]] = []
-    for key, value in kwargs.items():
-        if key not in params:
-            problems.append((key, f"{model} has no argument {key!r}; it accepts "
-                                  f"{', '.join(params) or 'no arguments'}"))
-            continue
-        wanted = _expected_type(params[key])
-        if wanted is not None and not _matches(value, wanted):
-            problems.append((key, f"must be {wanted[1]} for {model}"))
-    if problems:
-        return problems
-    try:
-        with torch.device("meta"):
-            constructor(**kwargs)
-    except CxrbsError as exc:
-        return [("", " ".join(str(exc).split()))]
-    except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
-        return [("", f"{model} cannot be built with {kwargs}: {' '.join(str(exc).split())}")]
-    return []
-
-
-def _expected_type(param: inspect.Parameter) -> tuple[str, str] | None:
-    """(kind, words) from the default's type, or from a plain annotation; None = not checked."""
-    ann = str(param.annotation)
-    default = param.default
-    optional = "None" in ann or default is None
-    kind = None
-    if isinstance(default, bool) or ann == "bool":
-        kind = "bool"
-    elif isinstance(default, int) or ann.startswith("int"):
-        kind = "int"
-    elif isinstance(default, float) or ann.startswith("float"):
-        kind = "float"
-    elif isinstance(default, str) or ann == "str":
-        kind = "str"
-    elif isinstance(default, (tuple, list)) or "Sequence[int]" in ann:
-        kind = "ints"
-    words = {"bool": "true or false", "int": "an integer", "float": "a number",
-             "str": "a word", "ints": "a comma-separated list of integers (e.g. 16,32,64)"}
-    if kind is None:
-        return None
-    return (kind + ("?" if optional else ""), words[kind] + (" or none" if optional else ""))
-
-
-def _matches(value: Any, wanted: tuple[str, str]) -> bool:
-    kind = wanted[0].rstrip("?")
-    if value is None:
-        return wanted[0].endswith("?")
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    return (isinstance(value, (list, tuple)) and len(value) > 0
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    return check(model, kwargs)
 
 
 def semantic_problems(config: dict[str, Any]) -> list[str]:

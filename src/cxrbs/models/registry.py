@@ -75,15 +75,21 @@ def _lookup(name: str) -> _Entry:
         raise CxrbsError(f"unknown model {name!r}: choose one of {known}") from None
 
 
+def _keyword_params(constructor: Callable[..., nn.Module]) -> dict[str, inspect.Parameter]:
+    """The arguments a constructor takes by name (its signature: the one source of both checks)."""
+    return {
+        p.name: p for p in inspect.signature(constructor).parameters.values()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+
 def _check_kwargs(name: str, constructor: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+    """Refuse names the constructor does not take, before building (the config check,
+    :func:`model_kwarg_problems`, also checks types and values)."""
     params = inspect.signature(constructor).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
-    allowed = [
-        p.name
-        for p in params
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
+    allowed = list(_keyword_params(constructor))
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise CxrbsError(
@@ -110,3 +116,75 @@ def create_model(name: str, *, seed: int | None = None, **kwargs: Any) -> nn.Mod
             raise CxrbsError(f"bad arguments {kwargs} for model {name!r}: {exc}") from exc
     setattr(model, "cxrbs_spec", {"name": name, "kwargs": dict(kwargs)})  # plain attribute
     return model
+
+
+# ----------------------------------------------------------------- checking configured arguments
+def model_kwarg_problems(model: str, kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    """(argument, what is wrong) for keyword arguments the model's constructor would refuse.
+
+    Names and types come from the constructor's signature (defaults and annotations); values
+    are then tried by building the model on torch's "meta" device, which allocates no weights,
+    so even VGG-16 is checked in milliseconds.
+    """
+    constructor = _lookup(model).constructor  # importing this module registered every family
+    params = _keyword_params(constructor)
+    if not isinstance(kwargs, dict):
+        return [("", f"must be a mapping of argument names to values, got {kwargs!r}")]
+    problems: list[tuple[str, str]] = []
+    for key, value in kwargs.items():
+        if key not in params:
+            problems.append((key, f"{model} has no argument {key!r}; it accepts "
+                                  f"{', '.join(params) or 'no arguments'}"))
+            continue
+        wanted = _expected_type(params[key])
+        if wanted is not None and not _matches(value, wanted):
+            problems.append((key, f"must be {wanted[1]} for {model}"))
+    if problems:
+        return problems
+    try:
+        with torch.device("meta"):
+            constructor(**kwargs)
+    except CxrbsError as exc:
+        return [("", " ".join(str(exc).split()))]
+    except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+        return [("", f"{model} cannot be built with {kwargs}: {' '.join(str(exc).split())}")]
+    return []
+
+
+def _expected_type(param: inspect.Parameter) -> tuple[str, str] | None:
+    """(kind, words) from the default's type, or from a plain annotation; None = not checked."""
+    ann = str(param.annotation)
+    default = param.default
+    optional = "None" in ann or default is None
+    kind = None
+    if isinstance(default, bool) or ann == "bool":
+        kind = "bool"
+    elif isinstance(default, int) or ann.startswith("int"):
+        kind = "int"
+    elif isinstance(default, float) or ann.startswith("float"):
+        kind = "float"
+    elif isinstance(default, str) or ann == "str":
+        kind = "str"
+    elif isinstance(default, (tuple, list)) or "Sequence[int]" in ann:
+        kind = "ints"
+    words = {"bool": "true or false", "int": "an integer", "float": "a number",
+             "str": "a word", "ints": "a comma-separated list of integers (e.g. 16,32,64)"}
+    if kind is None:
+        return None
+    return (kind + ("?" if optional else ""), words[kind] + (" or none" if optional else ""))
+
+
+def _matches(value: Any, wanted: tuple[str, str]) -> bool:
+    kind = wanted[0].rstrip("?")
+    if value is None:
+        return wanted[0].endswith("?")
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
