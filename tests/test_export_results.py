@@ -80,3 +80,36 @@ def test_exported_json_keeps_no_path_of_the_run_machine(tmp_path: Path) -> None:
     assert tmp_path / "out/best.json" in files
     kept = json.loads((tmp_path / "out/best.json").read_text())
     assert kept["pretrained_model"]["card"] == "src/cxrbs/bundled/m.md"
+
+
+def test_report_figures_are_reencoded_smaller_and_the_limit_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cxrbs.report import export
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot(np.arange(50), np.sin(np.arange(50) / 5.0), color="tab:orange")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = buf.getvalue()
+    html = f'<p>x</p><img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    slim = export.slim_report(html)
+    assert slim.startswith("<p>x</p><img src=") and len(slim) < len(html)
+    data = base64.b64decode(slim.split("base64,")[1].split('"')[0])
+    with Image.open(io.BytesIO(data)) as small, Image.open(io.BytesIO(png)) as big:
+        assert small.size == big.size
+    _fake_run(tmp_path)
+    monkeypatch.setattr(export, "MAX_BYTES", 100)
+    with pytest.raises(CxrbsError, match="nothing was written"):
+        export_run(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert export.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2

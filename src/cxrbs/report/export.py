@@ -12,8 +12,10 @@ the README is typed by hand.
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import re
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,31 +81,67 @@ def headline(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+
+
+def _smaller_png(data: bytes) -> bytes:
+    """The same figure as a 256-colour palette PNG (grey images as 8-bit grey) when that is
+    smaller: matplotlib's RGBA figures shrink 2-4x and look the same at report size."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+        gray = rgb.convert("L")
+        is_gray = np.array_equal(np.asarray(rgb)[..., 0], np.asarray(rgb)[..., 2]) and \
+            np.array_equal(np.asarray(rgb)[..., 0], np.asarray(gray))
+        small = gray if is_gray else rgb.quantize(256, method=Image.Quantize.MEDIANCUT)
+        buf = io.BytesIO()
+        small.save(buf, format="PNG", optimize=True)
+    return buf.getvalue() if buf.tell() < len(data) else data
+
+
+def slim_report(html: str) -> str:
+    """The report with every embedded PNG re-encoded by :func:`_smaller_png` (tables, text and
+    the embedded CSV downloads unchanged), so a run's report fits the repository's 5 MB."""
+    def swap(match: re.Match[str]) -> str:
+        data = _smaller_png(base64.b64decode(match.group(1)))
+        return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+    return _PNG_URI.sub(swap, html)
+
+
 def export_run(workdir: Path, out: Path) -> list[Path]:
-    """Copy the run's report and small tables into ``out`` with predictions.csv and headline.csv."""
-    workdir, out = Path(workdir), atomic.ensure_dir(out)
+    """Copy the run's report (figures re-encoded smaller) and small tables into ``out`` with
+    predictions.csv and headline.csv; all or nothing: over the size limit, nothing is written."""
+    workdir = Path(workdir)
     layout = Layout(workdir / "results")
-    written = []
+    contents: dict[str, bytes] = {}
     for src in _tables(layout):
-        if src.is_file():
-            dest = out / src.name
-            if src.suffix == ".json":  # paths of the run's machine, kept relative to its folder
-                text = src.read_text(encoding="utf-8")
-                for root in {str(workdir.resolve()), str(workdir)}:
-                    text = text.replace(f"{root}/", "")
-                atomic.write_text(dest, text)
-            else:
-                with atomic.atomic_path(dest) as tmp:
-                    shutil.copyfile(src, tmp)
-            written.append(dest)
+        if not src.is_file():
+            continue
+        if src.suffix == ".json":  # paths of the run's machine, kept relative to its folder
+            text = src.read_text(encoding="utf-8")
+            for root in {str(workdir.resolve()), str(workdir)}:
+                text = text.replace(f"{root}/", "")
+            contents[src.name] = text.encode("utf-8")
+        elif src.suffix == ".html":
+            contents[src.name] = slim_report(src.read_text(encoding="utf-8")).encode("utf-8")
+        else:
+            contents[src.name] = src.read_bytes()
     preds = gather_predictions(layout.root)
-    atomic.write_csv(out / "predictions.csv", preds)
-    atomic.write_csv(out / "headline.csv", headline(preds))
-    written += [out / "predictions.csv", out / "headline.csv"]
-    total = sum(p.stat().st_size for p in written)
+    contents["predictions.csv"] = preds.to_csv(index=False).encode("utf-8")
+    contents["headline.csv"] = headline(preds).to_csv(index=False).encode("utf-8")
+    total = sum(len(v) for v in contents.values())
     if total > MAX_BYTES:
-        raise CxrbsError(f"exported files take {total / 2**20:.1f} MB in {out}, over the 5 MB kept "
-                         "in the repository: leave the report out or shrink its figures")
+        raise CxrbsError(f"the exported files would take {total / 2**20:.1f} MB, over the 5 MB kept "
+                         f"in the repository; nothing was written to {out}: shrink the report's "
+                         "figures or leave the report out")
+    out = atomic.ensure_dir(out)
+    written = []
+    for name, data in contents.items():
+        with atomic.atomic_path(out / name) as tmp:
+            Path(tmp).write_bytes(data)
+        written.append(out / name)
     return written
 
 
@@ -112,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("."), help="the run's folder")
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
     args = ap.parse_args(argv)
-    for path in export_run(args.workdir, args.out):
+    try:
+        written = export_run(args.workdir, args.out)
+    except CxrbsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0
 
