@@ -84,28 +84,37 @@ def headline(predictions: pd.DataFrame) -> pd.DataFrame:
 _PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 
-def _smaller_png(data: bytes) -> bytes:
-    """The same figure as a 256-colour palette PNG (grey images as 8-bit grey) when that is
-    smaller: matplotlib's RGBA figures shrink 2-4x and look the same at report size."""
+#: The report's page is at most 1150 CSS px wide: wider figures are scaled down to it.
+MAX_FIGURE_WIDTH = 1150
+
+
+def _smaller_figure(data: bytes) -> tuple[str, bytes]:
+    """(MIME type, bytes) of a figure re-encoded for keeping: scaled to the page width, then a
+    256-colour palette PNG (plots), or JPEG where that is less than half the size (radiograph
+    panels and relevance maps, whose smooth grey levels a palette cannot hold cheaply)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         rgb = img.convert("RGB")
-        gray = rgb.convert("L")
-        is_gray = np.array_equal(np.asarray(rgb)[..., 0], np.asarray(rgb)[..., 2]) and \
-            np.array_equal(np.asarray(rgb)[..., 0], np.asarray(gray))
-        small = gray if is_gray else rgb.quantize(256, method=Image.Quantize.MEDIANCUT)
-        buf = io.BytesIO()
-        small.save(buf, format="PNG", optimize=True)
-    return buf.getvalue() if buf.tell() < len(data) else data
+    if rgb.width > MAX_FIGURE_WIDTH:
+        height = round(rgb.height * MAX_FIGURE_WIDTH / rgb.width)
+        rgb = rgb.resize((MAX_FIGURE_WIDTH, height), Image.Resampling.LANCZOS)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT).save(png, format="PNG", optimize=True)
+    rgb.save(jpeg, format="JPEG", quality=80, optimize=True)
+    if jpeg.tell() < png.tell() / 2:
+        return "image/jpeg", jpeg.getvalue()
+    if png.tell() < len(data):
+        return "image/png", png.getvalue()
+    return "image/png", data
 
 
 def slim_report(html: str) -> str:
-    """The report with every embedded PNG re-encoded by :func:`_smaller_png` (tables, text and
-    the embedded CSV downloads unchanged), so a run's report fits the repository's 5 MB."""
+    """The report with every embedded PNG re-encoded by :func:`_smaller_figure` (tables, text and
+    the embedded CSV downloads unchanged), so a kept report stays small in the repository."""
     def swap(match: re.Match[str]) -> str:
-        data = _smaller_png(base64.b64decode(match.group(1)))
-        return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        mime, data = _smaller_figure(base64.b64decode(match.group(1)))
+        return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
     return _PNG_URI.sub(swap, html)
 
