@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from cxrbs.config_checks import check_config
 from cxrbs.core.config import use_config_files
 from cxrbs.core.errors import CxrbsError
+from cxrbs.core.layout import WORKFLOW
 
 # One readable line per problem first (naming the key and the config file actually used), then
 # Snakemake's validation fills defaults. Jobs name the same file (cxrbs.data.download).
@@ -119,12 +120,9 @@ def pretrained_weights(wildcards):
 
 
 def variant_stack(tbset, variant):
-    """The prepared stack a TB set's arm is fine-tuned and explained on."""
-    if variant == "baseline":
-        return f"results/data/{tbset}/images.npy"
-    if variant == "control":
-        return f"results/control/{tbset}/images.npy"
-    return f"results/suppressed/{tbset}/images.npy"
+    """The prepared stack a TB set's arm is fine-tuned and explained on (cxrbs.core.layout owns
+    the mapping; the scripts read the same paths through Layout)."""
+    return str(WORKFLOW.variant_stack(tbset, variant))
 
 
 def cls_images(wildcards):

@@ -46,7 +46,7 @@ TEST_COLUMNS = ["dataset", "measure", "comparison", "n", "mean_a", "mean_b", "di
 SILHOUETTE_COLUMNS = ["dataset", "arm", "n", "silhouette", "ci_low", "ci_high",
                       "difference_vs_baseline", "difference_ci_low", "difference_ci_high",
                       "n_boot"]
-#: measure -> (what it is, the comparisons made on it)
+#: measure -> what it is (the report names the measures with these words)
 MEASURES = {
     "bone_rms": "bone left: RMS of the BS model's bone estimate inside the lung mask",
     "relevance_in_lungs": "share of the CRM (towards TB) inside the lung mask",

@@ -10,18 +10,15 @@ from __future__ import annotations
 import pandas as pd
 
 from cxrbs.core.layout import WORKFLOW, Layout
+from cxrbs.explain.arm_measures import MEASURES
 from cxrbs.report.html_blocks import downloads, interval, note, read_csv, signed_interval, table_html
 
-MEASURE_NAMES = {
-    "bone_rms": "bone left (RMS of the BS model's bone estimate in the lungs)",
-    "relevance_in_lungs": "share of the CRM inside the lungs",
-}
 
 
 def _test_rows(tests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "TB set": tests["dataset"],
-        "measure": tests["measure"].map(MEASURE_NAMES).fillna(tests["measure"]),
+        "measure": tests["measure"].map(MEASURES).fillna(tests["measure"]),
         "comparison": tests["comparison"],
         "images": tests["n"],
         "mean (first)": tests["mean_a"],
@@ -59,7 +56,9 @@ def lung_measures_html(layout: Layout) -> str:
         "spread evenly would score. Each image is scored by its arm's out-of-fold model of the "
         "first seed. Secondary, descriptive family (not the primary endpoint).</p>",
         table_html(_test_rows(tests), caption=str(tests["test"].iloc[0])),
-        downloads([layout.arm_tests, layout.arm_measures]),
+        # the per-image table (one row per image and arm) stays beside the report, not inside it
+        downloads([layout.arm_tests]),
+        f"<p>Per image: <code>{WORKFLOW.arm_measures}</code>.</p>",
     ])
 
 
