@@ -6,7 +6,7 @@ from cxrbs.explain.arm_measures import run_arm_measures
 
 
 def main(sm):
-    layout = Layout(Path(sm.input.bs_best).parents[1])  # results/bs/best.json: every read is an input
+    layout = Layout.of_best(sm.input.bs_best)  # every file it reads is a declared input
     masks = {t: Path(p) if p else None for t, p in dict(sm.params.lung_masks).items()}
     run_arm_measures(
         layout, list(sm.params.tb_sets), list(sm.params.variants), masks,

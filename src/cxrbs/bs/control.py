@@ -79,7 +79,7 @@ def _energy_scale(low: np.ndarray, rand: np.ndarray, change: np.ndarray) -> np.n
 
 
 def sham_control(original: np.ndarray, suppressed: np.ndarray, *, seed: int,
-                 cutoff_cycles: float = CUTOFF_CYCLES, low_pct: float | None = 1.0,
+                 cutoff_cycles: float = CUTOFF_CYCLES, low_pct: float | None = LOW_PCT,
                  high_pct: float = HIGH_PCT) -> np.ndarray:
     """original + low band(own change) + phase-randomised high band(own change), clipped, stretched."""
     if original.shape != suppressed.shape or original.ndim != 3:
@@ -94,7 +94,7 @@ def sham_control(original: np.ndarray, suppressed: np.ndarray, *, seed: int,
 
 
 def control_stack(original_path: Path, suppressed_path: Path, manifest_path: Path, *,
-                  out_stack: Path, out_manifest: Path, seed: int, low_pct: float | None = 1.0,
+                  out_stack: Path, out_manifest: Path, seed: int, low_pct: float | None = LOW_PCT,
                   high_pct: float = HIGH_PCT, cutoff_cycles: float = CUTOFF_CYCLES) -> pd.DataFrame:
     """Write the control arm's (N,1,S,S) uint16 stack and its manifest (saying what was done)."""
     original = from_uint16(np.asarray(load_stack(original_path)[:, 0]))

@@ -54,7 +54,7 @@ def restretch(images: np.ndarray, low_pct: float | None, high_pct: float) -> np.
 
 def suppress_stack(model_path: Path, stack_path: Path, manifest_path: Path, *, out_stack: Path,
                    out_manifest: Path, png_dir: Path | None = None, batch_size: int = 8,
-                   progress: bool = True, low_pct: float | None = 1.0,
+                   progress: bool = True, low_pct: float | None = LOW_PCT,
                    high_pct: float = HIGH_PCT) -> pd.DataFrame:
     """Bone-suppress a prepared (N,1,S,S) stack batch by batch; PNG mirror named like originals.
 
