@@ -16,25 +16,11 @@ import torch
 from skimage.metrics import structural_similarity
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.data.preprocess import as_float01
 from cxrbs.bs.losses import msssim, msssim_settings
 
 PSNR_CAP_DB = 100.0
 METRIC_COLUMNS = ("mae", "psnr", "ssim", "ms_ssim", "bsr", "bsr_energy")
-
-
-def as_float01(array: np.ndarray) -> np.ndarray:
-    """float32 copy in [0, 1] of a float or uint16 (x/65535) array, e.g. one batch of a memmap."""
-    a = np.asarray(array)
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / np.float32(65535.0)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255.0)
-    if np.issubdtype(a.dtype, np.floating):
-        return a.astype(np.float32, copy=True)
-    raise CxrbsError(
-        f"image stack has dtype {a.dtype}: expected float in [0, 1] or uint16 scaled by 65535 "
-        "(rebuild it with the prepare step)"
-    )
 
 
 def check_pair_stack(pairs: np.ndarray, what: str = "pairs") -> tuple[int, int, int]:

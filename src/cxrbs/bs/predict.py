@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrbs.bs.metrics import as_float01
+from cxrbs.data.preprocess import as_float01
 from cxrbs.core.device import autocast_context, select_device
 from cxrbs.core.errors import CxrbsError
 
-__all__ = ["load_bs_model", "predict_images"]
+__all__ = ["is_channels_last", "load_bs_model", "predict_images"]
 
 
 def predict_images(
@@ -38,7 +38,7 @@ def predict_images(
     if device is not None:
         model.to(select_device(str(device)))
     dev = next(model.parameters()).device
-    if channels_last:
+    if channels_last and not is_channels_last(model):
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     out = np.empty(shape, dtype=np.float32)
     was_training = model.training
@@ -56,6 +56,15 @@ def predict_images(
     finally:
         model.train(was_training)
     return out
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's 4-D weights are already channels-last (converting once up front lets
+    several threads share the model without one of them rewriting its weights mid-forward)."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            return bool(param.is_contiguous(memory_format=torch.channels_last))
+    return True
 
 
 def load_bs_model(

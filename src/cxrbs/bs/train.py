@@ -44,7 +44,8 @@ from cxrbs.core.device import (
 )
 from cxrbs.core.errors import CxrbsError
 from cxrbs.bs.losses import CombinedLoss, msssim_settings
-from cxrbs.bs.metrics import as_float01, check_pair_stack
+from cxrbs.bs.metrics import check_pair_stack
+from cxrbs.data.preprocess import as_float01
 from cxrbs.models.checkpoint import header
 from cxrbs.bs.config import TrainConfig
 from cxrbs.bs.online_augment import OnlineAugment, augment_crop, draw_crop

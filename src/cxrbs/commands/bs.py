@@ -105,7 +105,8 @@ def suppress(args: argparse.Namespace, *, progress: bool) -> int:
     written = suppress_files(args.inputs, output, model_path, fmt=args.format,
                              full_resolution=not args.model_scale, size=args.size,
                              progress=progress, device=args.device, on_error=on_error,
-                             exclude=[output], io_workers=getattr(args, "io_workers", 1))
+                             exclude=[output], workers=getattr(args, "workers", None),
+                             precision=getattr(args, "precision", "auto"))
     print(f"wrote {len(written)} bone-suppressed image(s) to {args.output}"
           + (f"; {len(failures)} input(s) failed (see above)" if failures else ""))
     return EXIT_USER_ERROR if failures else 0

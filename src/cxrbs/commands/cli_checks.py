@@ -29,7 +29,8 @@ SCHEMA_KEYS: dict[str, dict[str, str]] = {
                  "val_fraction": "bs.val_fraction", "seed": "seed",
                  "threads": "resources.train_threads"},
     "evaluate-bs": {"size": "image_size", "batch_size": "bs.suppress_batch_size"},
-    "suppress": {"size": "image_size"},
+    "suppress": {"size": "image_size", "threads": "resources.train_threads",
+                 "workers": "resources.train_threads"},
     "train-cls": {"size": "image_size", "epochs": "cls.pretrain.epochs",
                   "batch_size": "cls.pretrain.batch_size", "lr": "cls.pretrain.lr",
                   "patience": "cls.pretrain.early_stopping_patience",
@@ -45,6 +46,7 @@ EXTRA_LIMITS: dict[str, dict[str, float]] = {
     "n": {"minimum": 1, "maximum": 100_000},
     "batch_size": {"maximum": 65_536},
     "threads": {"maximum": 1024},
+    "workers": {"maximum": 1024},
 }
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

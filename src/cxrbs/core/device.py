@@ -114,6 +114,37 @@ def autocast_context(
     raise CxrbsError(f"amp: unknown mode {amp!r}: use one of {', '.join(AMP_MODES)}")
 
 
+#: Inference precision choices: ``auto`` is bf16 where the hardware computes it natively, else
+#: fp32; ``fp32`` is bit-for-bit the reference path.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 in hardware (AVX512-BF16 or AMX on CPUs, Ampere+ GPUs).
+
+    Elsewhere bf16 is emulated and slower than fp32, so ``precision: auto`` stays at fp32 there.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def inference_amp(precision: str, device: torch.device | str) -> str:
+    """The autocast mode (``none``/``bf16``) of an inference ``precision`` on ``device``."""
+    mode = str(precision).strip().lower()
+    if mode == "fp32":
+        return "none"
+    if mode == "bf16":
+        return "bf16"
+    if mode == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    raise CxrbsError(f"precision {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+
+
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)

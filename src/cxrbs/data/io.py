@@ -254,8 +254,13 @@ def list_images(folder: PathArg) -> list[Path]:
 # ---------------------------------------------------------------- writers
 
 
-def write_png(path: PathArg, img: np.ndarray, bits: int = 8) -> None:
-    """Write a [0,1] image as 8- or 16-bit grayscale PNG (values outside [0,1] are clipped)."""
+def write_png(path: PathArg, img: np.ndarray, bits: int = 8,
+              compress_level: int | None = None) -> None:
+    """Write a [0,1] image as 8- or 16-bit grayscale PNG (values outside [0,1] are clipped).
+
+    ``compress_level`` (zlib 0-9; None: Pillow's default, 6) trades size for time: level 3
+    encodes a 16-bit 512² radiograph 2.6x faster than 6 for an 8% larger file (issue 24).
+    The pixels are the same at every level."""
     if bits not in (8, 16):
         raise fail(path, f"PNG bit depth must be 8 or 16, got {bits}")
     unit = to_unit_2d(path, img)
@@ -265,4 +270,7 @@ def write_png(path: PathArg, img: np.ndarray, bits: int = 8) -> None:
         # Our own handle: imageio then never closes (and flushes) a file of its own later, from
         # a destructor, where a full disk would print "Exception ignored" instead of our error.
         with open(tmp, "wb") as fh:
-            iio.imwrite(fh, stored, plugin="pillow", extension=".png")
+            extra: dict[str, Any] = {}
+            if compress_level is not None:
+                extra["compress_level"] = int(compress_level)
+            iio.imwrite(fh, stored, plugin="pillow", extension=".png", **extra)

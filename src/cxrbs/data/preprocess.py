@@ -217,3 +217,18 @@ def from_uint16(arr: np.ndarray) -> np.ndarray:
             "rebuild the prepared data"
         )
     return (a.astype(np.float32) / np.float32(_UINT16_MAX)).astype(np.float32)
+
+
+def as_float01(array: np.ndarray) -> np.ndarray:
+    """float32 copy in [0, 1] of a float or uint16 (x/65535) array, e.g. one batch of a memmap."""
+    a = np.asarray(array)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / np.float32(65535.0)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(255.0)
+    if np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.float32, copy=True)
+    raise CxrbsError(
+        f"image stack has dtype {a.dtype}: expected float in [0, 1] or uint16 scaled by 65535 "
+        "(rebuild it with the prepare step)"
+    )
