@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from cxrbs.bs.fullres import evaluate_fullres
-from cxrbs.bs.paired import paired_difference_test
+from cxrbs.bs.paired_stats import paired_difference_test
 
 
 def _files(data: Path, split_csv: Path, part: str) -> list[tuple[str, Path, Path]]:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from cxrbs.bs.paired import (
+from cxrbs.bs.paired_stats import (
     hodges_lehmann_ci,
     identity_verdict,
     paired_difference_test,

@@ -19,7 +19,7 @@ import torch
 from cxrbs.core.atomic import save_npy, save_torch, write_csv, write_json
 from cxrbs.bs.choice import write_choice
 from cxrbs.bs.evaluate import summarize_evaluations
-from cxrbs.bs.paired import paired_tests
+from cxrbs.bs.paired_stats import paired_tests
 from cxrbs.cls.pipeline import compare, evaluate
 from cxrbs.explain.crm import class_selective_relevance_map, mass_inside_boxes
 from cxrbs.core.layout import Layout

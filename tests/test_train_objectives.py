@@ -9,7 +9,7 @@ import torch
 
 from cxrbs.bs.losses import CombinedLoss, msssim_settings
 from cxrbs.bs.train import TrainConfig, train_bs
-from cxrbs.cls.setup import imagenet_kwargs
+from cxrbs.cls.train_setup import imagenet_kwargs
 from cxrbs.models import create_model
 from cxrbs.models.base import IMAGENET_MEAN, IMAGENET_STD
 from cxrbs.models.checkpoint import header, load_checkpoint, save_checkpoint

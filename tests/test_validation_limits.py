@@ -16,7 +16,7 @@ import pytest
 from cxrbs.bs.augment import AugmentConfig
 from cxrbs.bs.train import TrainConfig
 from cxrbs.cls.train import ClsTrainConfig
-from cxrbs.commands.cli_checks import schema_rule
+from cxrbs.core.schema_rules import schema_rule
 from cxrbs.core.config import load_schema
 from cxrbs.core.errors import CxrbsError
 

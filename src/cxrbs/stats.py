@@ -1,4 +1,4 @@
-"""Statistics shared by the stages: bone suppression (``bs/paired``) and classification
+"""Statistics shared by the stages: bone suppression (``bs/paired_stats``) and classification
 (``cls/stats``, ``cls/compare``) both adjust families of p-values here, so neither stage imports
 the other for it. Needs nothing of ``cxrbs`` but numpy and statsmodels.
 """

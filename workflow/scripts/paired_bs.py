@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbs.core.atomic import write_csv, write_json
-from cxrbs.bs.paired import identity_verdict, paired_tests
+from cxrbs.bs.paired_stats import identity_verdict, paired_tests
 from cxrbs.core.snakemake_glue import run
 
 

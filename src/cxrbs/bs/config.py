@@ -8,48 +8,55 @@ from dataclasses import dataclass
 from typing import Any
 
 from cxrbs.bs.online_augment import OnlineAugment
-from cxrbs.core.device import AMP_MODES
 from cxrbs.core.errors import CxrbsError
-from cxrbs.training.schedule import SCHEDULES
+from cxrbs.core.schema_rules import rule_problem, schema_rule, section_defaults, section_rules
 
 __all__ = ["OPTIMIZERS", "SELECT_ON", "TrainConfig"]
 
-OPTIMIZERS = ("adam", "adamw")
+#: The schema's rules and defaults of ``bs.train``: the only place they are written. The online
+#: augmentation's [low, high] pairs are checked by ``OnlineAugment``.
+_RULES = {k: r for k, r in section_rules(schema_rule("bs.train")).items() if k != "online_augment"}
+_D = section_defaults(schema_rule("bs.train"))
+#: What a run adds to ``bs.train``: the config's seed, the job's threads, the evaluation batch.
+_RUN_RULES = {"seed": schema_rule("seed"),
+              "threads": {**schema_rule("resources.train_threads"), "type": ["integer", "null"]},
+              "val_batch_size": schema_rule("bs.suppress_batch_size")}
+OPTIMIZERS = tuple(_RULES["optimizer"]["enum"])
 #: ``val_loss``: the training loss on validation crops (the study); ``psnr_gain``: the mean PSNR
 #: gain over the identity baseline on whole validation images (what the bundled model is chosen on).
-SELECT_ON = ("val_loss", "psnr_gain")
+SELECT_ON = tuple(_RULES["select_on"]["enum"])
 
 
 @dataclass
 class TrainConfig:
     """Training settings; defaults are the study's (Adam 1e-3, batch 8, 200 epochs, patience 10)."""
 
-    epochs: int = 200
-    batch_size: int = 8
-    lr: float = 1e-3
-    early_stopping_patience: int = 10
-    lr_factor: float = 0.5
-    lr_patience: int = 10
-    min_lr: float = 1e-5
-    crop_size: int | None = None
-    steps_per_epoch: int | None = None
-    mae_weight: float = 0.16
-    msssim_weight: float = 0.84
+    epochs: int = _D["epochs"]
+    batch_size: int = _D["batch_size"]
+    lr: float = _D["lr"]
+    early_stopping_patience: int = _D["early_stopping_patience"]
+    lr_factor: float = _D["lr_factor"]
+    lr_patience: int = _D["lr_patience"]
+    min_lr: float = _D["min_lr"]
+    crop_size: int | None = _D["crop_size"]
+    steps_per_epoch: int | None = _D["steps_per_epoch"]
+    mae_weight: float = _D["mae_weight"]
+    msssim_weight: float = _D["msssim_weight"]
     seed: int = 13
-    amp: str = "none"
-    channels_last: bool = False
+    amp: str = _D["amp"]
+    channels_last: bool = _D["channels_last"]
     threads: int | None = None
     device: str = "auto"
     val_batch_size: int = 4
     # The recipe beyond the study (issue 20): what made the bundled model, now config keys.
-    schedule: str = "plateau"
-    warmup_frac: float = 0.0
-    min_lr_frac: float = 0.02
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    ema_decay: float = 0.0
-    grad_clip: float | None = None
-    select_on: str = "val_loss"
+    schedule: str = _D["schedule"]
+    warmup_frac: float = _D["warmup_frac"]
+    min_lr_frac: float = _D["min_lr_frac"]
+    optimizer: str = _D["optimizer"]
+    weight_decay: float = _D["weight_decay"]
+    ema_decay: float = _D["ema_decay"]
+    grad_clip: float | None = _D["grad_clip"]
+    select_on: str = _D["select_on"]
     online_augment: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -70,73 +77,12 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
-    def _check_types(self) -> None:
-        """YAML and the CLI hand over strings and floats; name the key before anything trains."""
-        ints = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience", "lr_patience",
-                "seed")
-        optional_ints = ("crop_size", "steps_per_epoch", "threads")
-        floats = ("lr", "lr_factor", "min_lr", "mae_weight", "msssim_weight", "warmup_frac",
-                  "min_lr_frac", "weight_decay", "ema_decay")
-        for key in ints + optional_ints:
-            value = getattr(self, key)
-            if value is None and key in optional_ints:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CxrbsError(f"training setting {key} must be an integer, got {value!r}")
-        for key in floats:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise CxrbsError(f"training setting {key} must be a number, got {value!r}")
-        if not isinstance(self.channels_last, bool):
-            raise CxrbsError(f"training setting channels_last must be true or false, "
-                             f"got {self.channels_last!r}")
-
     def validate(self) -> None:
-        self._check_types()
-        positive = ("epochs", "batch_size", "val_batch_size", "early_stopping_patience")
-        for key in positive:
-            if int(getattr(self, key)) < 1:
-                raise CxrbsError(f"training setting {key} must be >= 1, got {getattr(self, key)}")
-        if self.lr_patience < 0:
-            raise CxrbsError(f"training setting lr_patience must be >= 0, got {self.lr_patience}")
-        for key in ("lr", "lr_factor"):
-            if not float(getattr(self, key)) > 0:
-                raise CxrbsError(f"training setting {key} must be > 0, got {getattr(self, key)}")
-        if not 0 < self.lr_factor < 1:
-            raise CxrbsError(f"training setting lr_factor must be in (0, 1), got {self.lr_factor}")
-        if self.crop_size is not None and int(self.crop_size) < 16:  # = schema bs.train.crop_size
-            raise CxrbsError(
-                f"training setting crop_size must be >= 16 or null, got {self.crop_size}"
-            )
-        for key in ("min_lr", "mae_weight", "msssim_weight"):  # schema: minimum 0
-            if not float(getattr(self, key)) >= 0:
-                raise CxrbsError(f"training setting {key} must be >= 0, got {getattr(self, key)}")
-        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
-            raise CxrbsError(
-                f"training setting steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}"
-            )
-        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "select_on": SELECT_ON}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise CxrbsError(f"training setting {key} must be one of {', '.join(allowed)}, "
-                                 f"got {getattr(self, key)!r}")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise CxrbsError(f"training setting warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not 0.0 <= self.min_lr_frac <= 1.0:
-            raise CxrbsError(f"training setting min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise CxrbsError(f"training setting ema_decay must be in [0, 1) (0: off), "
-                             f"got {self.ema_decay}")
-        if self.weight_decay < 0:
-            raise CxrbsError(f"training setting weight_decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip is not None and (isinstance(self.grad_clip, bool)
-                                           or not float(self.grad_clip) > 0):
-            raise CxrbsError(f"training setting grad_clip must be > 0 or null, got {self.grad_clip}")
+        for key, rule in {**_RULES, **_RUN_RULES}.items():
+            problem = rule_problem(getattr(self, key), rule)
+            if problem:
+                raise CxrbsError(f"training setting {key} {problem}, got {getattr(self, key)!r}")
         if not isinstance(self.online_augment, Mapping):
             raise CxrbsError("training setting online_augment must be a mapping, "
                              f"got {self.online_augment!r}")
         self.augment.validate()
-        if self.amp not in AMP_MODES:
-            raise CxrbsError(
-                f"training setting amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"
-            )

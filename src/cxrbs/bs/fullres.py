@@ -8,7 +8,7 @@ study's (and with the identity baseline on the same footing), output, target and
 resized to ``size``² and stretched with the SOURCE's percentile limits, as
 :func:`cxrbs.data.preprocess.preprocess_pair` does in ``shared`` mode, and scored with the same
 :func:`cxrbs.bs.metrics.image_quality`. The per-image table has the columns of the stack
-evaluation, so :mod:`cxrbs.bs.paired` tests it unchanged.
+evaluation, so :mod:`cxrbs.bs.paired_stats` tests it unchanged.
 """
 
 from __future__ import annotations

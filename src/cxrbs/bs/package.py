@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbs.bs.evaluate import HIGHER_IS_BETTER
-from cxrbs.bs.paired import IDENTITY, paired_tests
+from cxrbs.bs.paired_stats import IDENTITY, paired_tests
 from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from cxrbs.cls.augment import augment_batch, epoch_generator, mix_batch, mix_rng
 from cxrbs.cls.config import ClsTrainConfig
-from cxrbs.cls.setup import (
+from cxrbs.cls.train_setup import (
     _build_model,
     _check_labels,
     _check_val_classes,

@@ -9,15 +9,14 @@ cannot disagree. Messages name the flag, the value and the fix, never a config k
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from cxrbs.config_checks import model_kwarg_problems
 from cxrbs.core.config import load_schema
+from cxrbs.core.schema_rules import rule_problem, schema_rule
 from cxrbs.core.errors import CxrbsError
 
 #: Flag (argparse dest) -> the config key whose schema rule it shares, per command.
@@ -55,67 +54,13 @@ def flag_name(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-@cache
-def schema_rule(key: str) -> dict[str, Any]:
-    """The schema's rule for a dotted config key (``*`` = any data set name); {} if unknown."""
-    schema = load_schema()
-    node: dict[str, Any] = schema
-    for part in key.split("."):
-        if "$ref" in node:
-            node = _resolve(schema, node["$ref"])
-        if part == "*":
-            node = node.get("additionalProperties") or {}
-        else:
-            node = (node.get("properties") or {}).get(part) or {}
-        if "$ref" in node:
-            node = _resolve(schema, node["$ref"])
-    return node
-
-
-def _resolve(schema: dict[str, Any], ref: str) -> dict[str, Any]:
-    node: Any = schema
-    for part in ref.removeprefix("#/").split("/"):
-        node = node[part]
-    return dict(node)
-
-
-def describe_rule(rule: dict[str, Any]) -> str:
-    types = rule.get("type", "number")
-    types = [types] if isinstance(types, str) else list(types)
-    what = "an integer" if "integer" in types else "a number"
-    lo, hi = rule.get("minimum"), rule.get("maximum")
-    xlo, xhi = rule.get("exclusiveMinimum"), rule.get("exclusiveMaximum")
-    if (lo is not None or xlo is not None) and (hi is not None or xhi is not None):
-        return (f"{what} in {'[' if xlo is None else '('}{lo if xlo is None else xlo:g}, "
-                f"{hi if xhi is None else xhi:g}{']' if xhi is None else ')'}")
-    if lo is not None:
-        return f"{what} >= {lo:g}"
-    if xlo is not None:
-        return f"{what} > {xlo:g}"
-    if hi is not None:
-        return f"{what} <= {hi:g}"
-    return what
-
-
 def check_number(flag: str, value: Any, rule: dict[str, Any], fix: str = "") -> None:
-    """``value`` against a schema-style rule (type, minimum, maximum, exclusive bounds)."""
+    """``value`` against a schema rule (``core.schema_rules``); a flag not given passes."""
     if value is None:
         return
-    types = rule.get("type", "number")
-    types = [types] if isinstance(types, str) else list(types)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and "integer" in types:
-        ok = isinstance(value, int)
-    if ok and "minimum" in rule:
-        ok = value >= rule["minimum"]
-    if ok and "exclusiveMinimum" in rule:
-        ok = value > rule["exclusiveMinimum"]
-    if ok and "maximum" in rule:
-        ok = value <= rule["maximum"]
-    if ok and "exclusiveMaximum" in rule:
-        ok = value < rule["exclusiveMaximum"]
-    if not ok:
-        raise CxrbsError(f"{flag} {value}: must be {describe_rule(rule)}" + (f"; {fix}" if fix else ""))
+    problem = rule_problem(value, {"type": "number", **rule})
+    if problem:
+        raise CxrbsError(f"{flag} {value}: {problem}" + (f"; {fix}" if fix else ""))
 
 
 def check_numbers(command: str, args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ arm (same change energy, bones kept) tells "bone removed" from "image changed":
 Lung masks (``datasets.<tb>.lung_masks``: PNGs with the images' file stems, >= 128 inside) exist
 for only some images (566 of 662 Shenzhen): images without one are left out of the two lung
 measures and counted. Paired arm differences use the Wilcoxon signed-rank test with its
-Hodges-Lehmann interval (``cxrbs.bs.paired``), Holm-adjusted over the whole secondary family
+Hodges-Lehmann interval (``cxrbs.bs.paired_stats``), Holm-adjusted over the whole secondary family
 here; the silhouette's interval is a percentile bootstrap over images (descriptive: per-image
 silhouettes of one fold depend on each other). None of these is the study's primary endpoint.
 """
@@ -220,7 +220,7 @@ def _wide(per_image: pd.DataFrame, dataset: str, measure: str) -> pd.DataFrame:
 
 def arm_tests(per_image: pd.DataFrame) -> pd.DataFrame:
     """Paired arm differences of each lung measure per data set (TEST_COLUMNS), Holm over all."""
-    from cxrbs.bs.paired import paired_difference_test
+    from cxrbs.bs.paired_stats import paired_difference_test
     from cxrbs.stats import holm
 
     rows = []

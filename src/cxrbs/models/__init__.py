@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from cxrbs.models import (  # noqa: F401
-    autoencoder, convnet, edsr, residual_learning, resnet, small_cnn, unet, vgg,
+    ae_bs, convnet_bs, resnet18, resnet_bs, rl_bs, small_cnn, unet_bs, vgg,
 )
 from cxrbs.models.base import BoneSuppressionModel, ClassifierModel
 from cxrbs.models.registry import create_model, list_models, model_kind, register
