@@ -506,7 +506,8 @@ def test_wrong_config_type_is_named_before_any_image_is_read(
 ) -> None:
     manifest = build_manifest(paired_folder(tmp_path), "paired")
     reads: list[object] = []
-    monkeypatch.setattr("cxrbs.data.stacks.read_image", lambda p, **kw: reads.append(p))
+    monkeypatch.setattr("cxrbs.data.stacks.read_image_with_meta",
+                        lambda p, **kw: reads.append(p))
     kwargs: dict[str, object] = {"size": MODEL_SIZE, option: value}
     with pytest.raises(CxrbsError, match=key):
         build_stack(manifest, results / "data" / "pairs" / "images.npy", progress=False,

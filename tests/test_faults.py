@@ -310,13 +310,13 @@ CHILD_KILLED_MID_STACK = """
 import os, signal, sys
 import pandas as pd
 import cxrbs.data.stacks as ds
-real, calls = ds.read_image, []
+real, calls = ds.read_image_with_meta, []
 def dying_read(path, **kw):
     calls.append(path)
     if len(calls) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, **kw)
-ds.read_image = dying_read
+ds.read_image_with_meta = dying_read
 ds.build_stack(pd.read_csv(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]), size=32,
                progress=False)
 """
@@ -452,15 +452,15 @@ def test_build_stack_crash_mid_loop(
         out.parent.mkdir(parents=True)
         np.save(out, np.zeros((1, 2, 8, 8), np.uint16))
     old = out.read_bytes() if had_old else None
-    real, calls = datasets_mod.read_image, []
+    real, calls = datasets_mod.read_image_with_meta, []
 
-    def read_then_fail(path: Any, **kw: Any) -> np.ndarray:
+    def read_then_fail(path: Any, **kw: Any) -> tuple[np.ndarray, dict[str, Any]]:
         calls.append(path)
         if len(calls) == 3:  # pair 0 is already in the stack
             raise KeyboardInterrupt
         return real(path, **kw)
 
-    monkeypatch.setattr(datasets_mod, "read_image", read_then_fail)
+    monkeypatch.setattr(datasets_mod, "read_image_with_meta", read_then_fail)
     with pytest.raises(KeyboardInterrupt):
         build_stack(manifest, out, size=32, progress=False)
     assert len(calls) == 3
@@ -540,7 +540,7 @@ def test_stack_space_is_reserved_before_decoding(
     """A memory-mapped stack on a full disk would die of SIGBUS mid-way; reserve it up front."""
     manifest, _ = pair_set
     reads: list[Any] = []
-    monkeypatch.setattr(datasets_mod, "read_image", lambda p, **kw: reads.append(p))
+    monkeypatch.setattr(datasets_mod, "read_image_with_meta", lambda p, **kw: reads.append(p))
 
     def no_space(fd: int, offset: int, length: int) -> None:
         assert length >= 4 * 2 * 32 * 32 * 2  # the whole stack, not a header

@@ -96,3 +96,53 @@ def test_stack_matches_manifest_rows(tmp_path: Path) -> None:
     assert stack.shape == (6, 1, 32, 32) and stack.dtype == np.uint16
     assert stack.max() == 65535 and stack.min() == 0  # percentile stretch saturates both ends
     assert list(frame["index"]) == list(range(6))
+
+
+def test_manifest_records_each_originals_size_spacing_and_polarity(tmp_path: Path) -> None:
+    """The one decode that builds the stack also records the originals' facts (issue 21): a PNG
+    has no detector spacing, a MONOCHROME1 DICOM keeps its stored polarity and PixelSpacing."""
+    import pandas as pd
+
+    from cxrbs.data.stacks import IMAGE_META_COLUMNS, build_stack_with_meta
+    from tests.test_io import make_dicom
+
+    rng = np.random.default_rng(0)
+    png = tmp_path / "a.png"
+    write_png(png, rng.uniform(0, 1, (70, 50)), bits=16)
+    dcm = make_dicom(tmp_path / "b.dcm", rng.integers(0, 4095, (60, 80)),
+                     photometric="MONOCHROME1", PixelSpacing=[0.15, 0.2])
+    frame = pd.DataFrame({"index": [0, 1], "image_path": [str(png), str(dcm)],
+                          "patient_id": ["p1", "p2"], "label": [0, 1]})
+    out, table = build_stack_with_meta(frame, tmp_path / "images.npy", size=32, progress=False)
+    assert load_stack(out).shape == (2, 1, 32, 32)
+    assert list(table.columns) == [*frame.columns, *IMAGE_META_COLUMNS]
+    png_row, dcm_row = table.iloc[0], table.iloc[1]
+    assert (png_row["original_height"], png_row["original_width"]) == (70, 50)
+    assert pd.isna(png_row["pixel_spacing_row_mm"]) and png_row["photometric"] == "MONOCHROME2"
+    assert (dcm_row["original_height"], dcm_row["original_width"]) == (60, 80)
+    assert (dcm_row["pixel_spacing_row_mm"], dcm_row["pixel_spacing_col_mm"]) == (0.15, 0.2)
+    assert (dcm_row["photometric"], dcm_row["source_format"]) == ("MONOCHROME1", "DICOM")
+    # rebuilt from a manifest that already has the columns: replaced, not duplicated
+    _, again = build_stack_with_meta(table, tmp_path / "images2.npy", size=32, progress=False)
+    assert list(again.columns) == list(table.columns)
+
+
+def test_boxes_are_scaled_with_the_manifests_sizes_without_opening_the_originals(
+        tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cxrbs.explain import analysis
+
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"index": [0, 1], "image_path": ["gone/a.png", "gone/b.png"],
+                  "original_height": [200, 100], "original_width": [100, 400]}).to_csv(manifest)
+    folds = pd.DataFrame({"index": [1, 0], "image_path": ["gone/b.png", "gone/a.png"]})
+    sizes = analysis._original_sizes(manifest, folds)
+    assert sizes == [(100, 400), (200, 100)]
+    fold = analysis._FoldData(dataset="s", fold=0, first=True, names=["b", "a"],
+                              labels=np.array([1, 0]), image_paths=list(folds["image_path"]),
+                              sizes=sizes, images={"baseline": np.zeros((2, 50, 50))}, models={})
+    # the originals do not exist: reading them would fail, the manifest's sizes suffice
+    assert analysis._scaled_boxes(fold, 0, {"b": [(40.0, 10.0, 80.0, 20.0)]}) == [
+        (5.0, 5.0, 10.0, 10.0)]
+    assert analysis._original_sizes(tmp_path / "missing.csv", folds) == [None, None]

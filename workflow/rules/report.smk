@@ -30,8 +30,10 @@ rule explain:
         images=expand("results/data/{tbset}/images.npy", tbset=TB_SETS),
         suppressed=expand("results/suppressed/{tbset}/images.npy", tbset=TB_SETS),
         boxes=[BOXES_CSV] if BOXES_CSV else [],
-        # boxes are scaled by the original images' sizes, read from the fetched data sets
-        sources=expand("resources/{tbset}/source.json", tbset=TB_SETS) if BOXES_CSV else [],
+        # boxes are scaled by the original images' sizes, recorded in the manifests
+        tb_manifests=(
+            expand("results/data/{tbset}/manifest.csv", tbset=TB_SETS) if BOXES_CSV else []
+        ),
     output:
         **({"crm_boxes": "results/cls/crm_boxes.csv"} if BOXES_CSV else {}),
         bs_examples="results/explain/bs_examples.npz",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from cxrbs.core.config import HIGH_PCT, LOW_PCT
 from cxrbs.core.atomic import atomic_path, ensure_dir, open_memmap
 from cxrbs.core.errors import CxrbsError
-from cxrbs.data.io import DEFAULT_MAX_PIXELS, read_image
+from cxrbs.data.io import DEFAULT_MAX_PIXELS, read_image_with_meta
 from cxrbs.data.manifests import _display
 from cxrbs.data.preprocess import (
     PAIR_MODES,
@@ -41,6 +42,21 @@ from cxrbs.data.preprocess import (
 log = logging.getLogger(__name__)
 
 
+#: Facts of each original image the manifest keeps (from the one decode that builds the stack),
+#: so later stages need not open the originals again: the size boxes and full-resolution
+#: outputs refer to, the detector spacing (DICOM; empty otherwise) and the stored polarity.
+IMAGE_META_COLUMNS = ("original_height", "original_width", "pixel_spacing_row_mm",
+                      "pixel_spacing_col_mm", "photometric", "source_format")
+
+
+def _meta_row(meta: dict[str, Any]) -> dict[str, Any]:
+    height, width = meta["original_shape"]
+    row_mm, col_mm = meta.get("pixel_spacing") or (None, None)
+    return {"original_height": int(height), "original_width": int(width),
+            "pixel_spacing_row_mm": row_mm, "pixel_spacing_col_mm": col_mm,
+            "photometric": meta.get("photometric"), "source_format": meta.get("source_format")}
+
+
 def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: float = LOW_PCT,
                 high_pct: float = HIGH_PCT, pair_stretch: str = "shared",
                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> Path:
@@ -49,19 +65,32 @@ def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: f
     Options are checked before anything is read, so a config typo fails at once, not after
     hours of decoding; the stack's disk space is reserved up front for the same reason.
     """
+    return build_stack_with_meta(manifest, out_path, size=size, low_pct=low_pct,
+                                 high_pct=high_pct, pair_stretch=pair_stretch,
+                                 max_pixels=max_pixels, progress=progress)[0]
+
+
+def build_stack_with_meta(manifest: pd.DataFrame, out_path: Path, *, size: int,
+                          low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT,
+                          pair_stretch: str = "shared", max_pixels: int = DEFAULT_MAX_PIXELS,
+                          progress: bool = True) -> tuple[Path, pd.DataFrame]:
+    """:func:`build_stack`, plus the manifest with :data:`IMAGE_META_COLUMNS` of each source
+    image (the data stage writes that one as ``manifest.csv``)."""
     out_path = Path(out_path)
     size = _check_options(size, low_pct, high_pct, pair_stretch, max_pixels)
     paired = "target_path" in manifest and manifest["target_path"].notna().any()
     channels = 2 if paired else 1
     ensure_dir(out_path.parent)
+    metas: list[dict[str, Any]] = []
     with atomic_path(out_path) as tmp:
         stack = open_memmap(tmp, np.uint16, (len(manifest), channels, size, size))
         rows = manifest.itertuples(index=False)
         for i, row in enumerate(tqdm(rows, total=len(manifest), desc=f"preprocess {out_path.parent.name}",
                                      disable=not progress, unit="img")):
-            source = read_image(row.image_path, max_pixels=max_pixels)
+            source, meta = read_image_with_meta(row.image_path, max_pixels=max_pixels)
+            metas.append(_meta_row(meta))
             if paired:
-                target = read_image(row.target_path, max_pixels=max_pixels)
+                target, _ = read_image_with_meta(row.target_path, max_pixels=max_pixels)
                 if source.shape != target.shape:
                     raise CxrbsError(
                         f"pair {_display(str(row.pair_id))}: source {_display(row.image_path)} "
@@ -78,7 +107,9 @@ def build_stack(manifest: pd.DataFrame, out_path: Path, *, size: int, low_pct: f
         stack.flush()
         del stack
     log.info("wrote %s (%d images, %d channel(s), %dx%d)", out_path, len(manifest), channels, size, size)
-    return out_path
+    facts = pd.DataFrame(metas, columns=list(IMAGE_META_COLUMNS), index=manifest.index)
+    kept = manifest.drop(columns=[c for c in IMAGE_META_COLUMNS if c in manifest])
+    return out_path, pd.concat([kept, facts], axis=1)
 
 
 def _check_options(size: int, low_pct: float, high_pct: float, pair_stretch: str,

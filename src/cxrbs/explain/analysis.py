@@ -164,6 +164,9 @@ class _FoldData:
     names: list[str]
     labels: np.ndarray
     image_paths: list[str]
+    #: (height, width) of each original, from the manifest (None: a manifest from before the
+    #: data stage recorded it; the file's header is read then)
+    sizes: list[tuple[int, int] | None]
     images: dict[str, np.ndarray]
     models: dict[str, Any]
 
@@ -231,6 +234,7 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
             note(sec, f"{tb}: left out, cxrbs.cls.train cannot be imported ({exc})")
         return
     folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
+    sizes = _original_sizes(layout.manifest(tb), folds)
     loaded = {v: load_stack(p) for v, p in stacks.items()}
     device = select_device("auto")  # a GPU where there is one: VGG-16 features of every fold
     fold_ids = sorted(int(f) for f in folds["fold"].unique())
@@ -246,6 +250,7 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
             names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
+            sizes=[sizes[j] for j in idx],
             images={v: resize_images(np.asarray(s[idx, 0]),
                                      (config.get("cls") or {}).get("input_size"))
                     for v, s in loaded.items()},
@@ -277,16 +282,36 @@ def _feature_space(fold: _FoldData, config: Mapping[str, Any], out: _Out,
     return rows
 
 
+def _original_sizes(manifest: Path, folds: pd.DataFrame) -> list[tuple[int, int] | None]:
+    """(height, width) of each folds row's original, as the data stage recorded it."""
+    cols = ["index", "original_height", "original_width"]
+    if not manifest.is_file():
+        return [None] * len(folds)
+    table = pd.read_csv(manifest, usecols=lambda c: c in cols)
+    if not set(cols) <= set(table.columns):
+        return [None] * len(folds)
+    by_index = table.set_index("index")
+    out: list[tuple[int, int] | None] = []
+    for i in folds["index"]:
+        row = by_index.loc[i] if i in by_index.index else None
+        out.append(None if row is None else (int(row["original_height"]),
+                                             int(row["original_width"])))
+    return out
+
+
 def _scaled_boxes(fold: _FoldData, i: int, boxes: Mapping[str, list[Box]]) -> list[Box] | None:
     """Boxes of image i in stack pixels (stacks are resized without keeping the aspect ratio)."""
-    from cxrbs.data.io import image_info
-
     found = boxes.get(fold.names[i])
     if not found:
         return None
-    info = image_info(fold.image_paths[i])
+    size = fold.sizes[i]
+    if size is None:  # an older manifest: the original's header
+        from cxrbs.data.io import image_info
+
+        info = image_info(fold.image_paths[i])
+        size = (int(info["height"]), int(info["width"]))
     side = fold.images["baseline"].shape[-1]
-    sx, sy = side / float(info["width"]), side / float(info["height"])
+    sx, sy = side / float(size[1]), side / float(size[0])
     return [(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in found]
 
 
