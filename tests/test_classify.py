@@ -28,6 +28,7 @@ from cxrbs.cls.train import (
     train_classifier,
 )
 from cxrbs.core.errors import CxrbsError
+from cxrbs.estimate import same_recipe
 from cxrbs.training.ema import ema_of as _ema_of
 from cxrbs.models import create_model, registry
 from cxrbs.data.preprocess import to_uint16
@@ -81,6 +82,11 @@ def test_training_writes_checkpoint_history_and_patient_split(trained, data) -> 
     assert ckpt["model_name"] == MODEL and ckpt["model_kwargs"] == KWARGS
     assert ckpt["init"] == "random" and ckpt["image_size"] == 32
     assert ckpt["config"]["optimizer"] == "adamw" and "torch" in ckpt["versions"]
+    # the recipe in the summary: what the run estimate compares a config with (same_recipe)
+    on_disk = json.loads((out / "train_summary.json").read_text())
+    assert on_disk["settings"]["epochs"] == 5 and on_disk["settings"]["optimizer"] == "adamw"
+    assert same_recipe(out, {"epochs": 5, "optimizer": "adamw"}) is True
+    assert same_recipe(out, {"epochs": 6}) is False
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS
     assert history["epoch"].tolist() == list(range(1, summary["epochs_run"] + 1))

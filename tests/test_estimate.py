@@ -10,7 +10,16 @@ import pandas as pd
 import pytest
 
 from cxrbs.core.layout import Layout
-from cxrbs.estimate import dataset_size, estimate_text, print_estimate, stages, timed_rate
+import json
+
+from cxrbs.estimate import (
+    dataset_size,
+    estimate_text,
+    print_estimate,
+    same_recipe,
+    stages,
+    timed_rate,
+)
 
 
 def _config(n_tb: int = 400, epochs: int = 10) -> dict[str, Any]:
@@ -73,9 +82,49 @@ def test_the_estimate_uses_logged_speeds_and_skips_small_runs(tmp_path: Path) ->
     assert "16 of 16 job(s)" in text and "later" in text
 
 
+def _finished(model: Path, summary: dict[str, Any], rate: float = 10.0) -> None:
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.touch()
+    (model.parent / "train_summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"epoch": [1], "images_per_s": [rate]}).to_csv(model.parent / "history.csv",
+                                                                index=False)
+
+
+def test_a_changed_recipe_counts_its_reruns_and_its_own_speed(tmp_path: Path) -> None:
+    """A finished job trained with other settings reruns (Snakemake's params trigger): it is
+    counted as left, and its speed (another precision, say) is not used."""
+    layout = Layout(tmp_path / "results")
+    cfg = _config()
+    fine = cfg["cls"]["finetune"]
+    same = layout.cls_fold_model("tb", "baseline", 0)
+    other = layout.cls_fold_model("tb", "baseline", 1)
+    _finished(same, {"settings": {**fine, "seed": 3, "threads": 1}}, rate=10.0)
+    _finished(other, {"settings": {**fine, "epochs": 99}}, rate=1000.0)
+    fine_stage = stages(cfg, tmp_path)[0][1]
+    assert fine_stage.left == 15
+    assert fine_stage.histories == [same.parent / "history.csv"] + [
+        m.parent / "history.csv" for m in fine_stage.models[2:]]
+    text = estimate_text(cfg, tmp_path, 2, time_here=False)
+    assert text is not None and "15 of 16 job(s)" in text and "at 10.0 images/s" in text
+    # summaries from before the settings were recorded: precision and epochs run still tell
+    assert same_recipe(same.parent, {"amp": "bf16"}) is True  # recorded settings lack amp
+    (other.parent / "train_summary.json").write_text(json.dumps(
+        {"amp": "none", "epochs_run": 8, "stopped_early": False}))
+    assert same_recipe(other.parent, {"amp": "bf16", "epochs": 8}) is False
+    assert same_recipe(other.parent, {"amp": "none", "epochs": 24}) is False
+    assert same_recipe(other.parent, {"amp": "none", "epochs": 8}) is True
+    (other.parent / "train_summary.json").write_text(json.dumps(
+        {"amp": "none", "epochs_run": 3, "stopped_early": True}))
+    assert same_recipe(other.parent, {"amp": "none", "epochs": 24}) is True
+    assert same_recipe(tmp_path / "nothing", {"amp": "none"}) is None
+
+
 def test_a_first_run_times_the_classifier_here() -> None:
     rate = timed_rate(_config(), 1, steps=1)
     assert 0 < rate < 1e6
+    for amp in ("bf16", "fp16"):  # the configured precision and layout; fp16 timed as fp32
+        settings = {"batch_size": 2, "amp": amp, "channels_last": True}
+        assert 0 < timed_rate(_config(), 1, steps=1, settings=settings) < 1e6
 
 
 def test_printing_never_fails_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

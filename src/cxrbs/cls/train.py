@@ -453,6 +453,7 @@ def train_classifier(
         "n_val_patients": int(np.unique(ids[val]).size),
         "image_size": image_size, "device": str(device), "amp": cfg.amp,
         "seconds": time.perf_counter() - t0, "model_path": str(outdir / "model.pt"),
+        "settings": asdict(cfg),  # the recipe: tells a later estimate whether this job reruns
     }  # fmt: skip
     summary = _json_safe(summary)
     write_json(outdir / "train_summary.json", summary)
