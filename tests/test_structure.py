@@ -175,3 +175,25 @@ def test_snakemake_benchmark_files_go_under_logs() -> None:
     wrong = [f"{name}: {path}" for name, path in found
              if not path.strip("\"'").startswith("logs/benchmarks/")]
     assert wrong == []
+
+
+RULE = re.compile(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def rule_bodies(text: str) -> dict[str, str]:
+    """Rule name -> its indented body, from a Snakefile's text."""
+    return {m.group(1): m.group(2) for m in RULE.finditer(text)}
+
+
+def test_every_job_rule_has_a_log_and_a_benchmark() -> None:
+    """Every rule that runs a job leaves its log and its time and memory table (``all`` only
+    gathers targets); a new rule without them fails here, not in a user's SLURM accounting."""
+    bodies: dict[str, str] = {}
+    for rules in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        bodies.update(rule_bodies(rules.read_text(encoding="utf-8")))
+    assert len(bodies) > 20, "rules not found; did they move?"
+    missing = [f"{name}: {key}" for name, body in sorted(bodies.items()) if name != "all"
+               for key in ("log:", "benchmark:") if f"\n    {key}" not in f"\n{body}"]
+    assert missing == []
+    assert "benchmark:" not in rule_bodies("rule a:\n    input:\n        'x'\nrule b:\n"
+                                           "    benchmark:\n        'y'\n")["a"]

@@ -21,6 +21,8 @@ rule use_pretrained_bs:
         info="results/bs/models/pretrained/pretrained.json",
     log:
         "logs/bs/use_pretrained.log",
+    benchmark:
+        "logs/benchmarks/bs/use_pretrained.tsv"
     conda:
         ENV
     params:
@@ -110,6 +112,8 @@ rule summarize_bs:
         ),
     log:
         "logs/bs/summarize.log",
+    benchmark:
+        "logs/benchmarks/bs/summarize.tsv"
     conda:
         ENV
     script:
@@ -128,6 +132,8 @@ rule select_bs:
         best="results/bs/best.json",
     log:
         "logs/bs/select.log",
+    benchmark:
+        "logs/benchmarks/bs/select.tsv"
     conda:
         ENV
     params:
@@ -156,6 +162,8 @@ rule paired_bs:
         verdict="results/bs/eval/paired_vs_identity.json",
     log:
         "logs/bs/paired.log",
+    benchmark:
+        "logs/benchmarks/bs/paired.tsv"
     conda:
         ENV
     params:
@@ -178,6 +186,8 @@ rule control_tb:
         manifest="results/control/{tbset}/manifest.csv",
     log:
         "logs/bs/control_{tbset}.log",
+    benchmark:
+        "logs/benchmarks/bs/control_{tbset}.tsv"
     conda:
         ENV
     params:

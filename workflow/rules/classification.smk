@@ -12,6 +12,8 @@ rule analysis_plan:
         "results/cls/analysis_plan.json",
     log:
         "logs/cls/analysis_plan.log",
+    benchmark:
+        "logs/benchmarks/cls/analysis_plan.tsv"
     localrule: True
     conda:
         ENV
@@ -178,6 +180,8 @@ rule compare_cls:
         ),
     log:
         "logs/cls/compare.log",
+    benchmark:
+        "logs/benchmarks/cls/compare.tsv"
     conda:
         ENV
     params:

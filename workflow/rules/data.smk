@@ -12,6 +12,8 @@ rule fetch_dataset:
         "resources/{dataset}/source.json",
     log:
         "logs/fetch/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/fetch/{dataset}.tsv"
     conda:
         ENV
     params:
@@ -51,6 +53,8 @@ rule make_folds:
         "results/data/{tbset}/folds.csv",
     log:
         "logs/folds/{tbset}.log",
+    benchmark:
+        "logs/benchmarks/folds/{tbset}.tsv"
     conda:
         ENV
     params:
