@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrbs.core.errors import CxrbsError
-from cxrbs.report.export import export_run, gather_predictions, headline
+from cxrbs.report.export import _plan_margin, export_run, gather_predictions, headline, headline_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ROOT / "docs" / "results"
@@ -44,7 +44,8 @@ def _fake_run(root: Path) -> None:
 def test_headline_is_recomputed_from_the_predictions(tmp_path: Path) -> None:
     _fake_run(tmp_path)
     files = export_run(tmp_path, tmp_path / "out")
-    assert {f.name for f in files} == {"comparison.csv", "predictions.csv", "headline.csv"}
+    assert {f.name for f in files} == {"comparison.csv", "predictions.csv", "headline.csv",
+                                       "headline.md"}
     preds = pd.read_csv(tmp_path / "out/predictions.csv")
     assert len(preds) == 2 * 2 * 2 * 40 and set(preds["repeat"]) == {0, 1}
     head = pd.read_csv(tmp_path / "out/headline.csv")
@@ -68,6 +69,61 @@ def test_kept_run_recomputes_to_its_headline_and_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for r in again.itertuples():
         assert f"{r.auc:.3f}" in readme, (r.dataset, r.arm, r.auc)
+    # the README's headline table is the one written from the kept files, verbatim
+    table = headline_markdown(again, pd.read_csv(KEPT / "comparison.csv"), preds,
+                              _plan_margin(KEPT / "analysis_plan.json"))
+    assert (KEPT / "headline.md").read_text(encoding="utf-8") == table
+    block = readme.split("<!-- headline:begin -->\n", 1)[1].split("<!-- headline:end -->", 1)[0]
+    assert block == table
+
+
+def _comparison(primary: float, p: float) -> pd.DataFrame:
+    pooled = "pooled out-of-fold, mean of 2 repeats"
+    return pd.DataFrame([
+        {"dataset": "shenzhen", "contrast": "bone_suppressed − baseline", "family": "primary",
+         "metric": "auc", "estimate": pooled, "difference": primary, "ci_low": primary - 0.01,
+         "ci_high": primary + 0.01, "p_value": p, "p_adjusted": min(1.0, 2 * p),
+         "adjustment": "Holm across TB data sets (primary family)",
+         "detectable_difference": 0.0142, "decision": "bone_suppressed better"},
+        {"dataset": "shenzhen", "contrast": "bone_suppressed − baseline", "family": "secondary",
+         "metric": "auc", "estimate": "mean of 4 folds", "difference": 9.0, "ci_low": 8.0,
+         "ci_high": 10.0, "p_value": 0.5, "p_adjusted": 1.0, "adjustment": "Holm",
+         "detectable_difference": None, "decision": "no difference shown"},
+        {"dataset": "shenzhen", "contrast": "control − baseline", "family": "equivalence",
+         "metric": "auc", "estimate": pooled, "difference": -0.004, "ci_low": -0.012,
+         "ci_high": 0.004, "p_value": 0.01, "p_adjusted": 0.01, "adjustment": "none",
+         "detectable_difference": None, "decision": "equivalent within the margin"}])
+
+
+def test_headline_table_states_the_run_and_its_declared_tests(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    preds = gather_predictions(tmp_path / "results")
+    head = headline(preds)
+    table = headline_markdown(head, _comparison(-0.0123, 0.004), preds, 0.02)
+    lines = table.splitlines()
+    assert lines[0] == "| pooled out-of-fold AUC [95% CI, DeLong] | Shenzhen (40) |"
+    base = head[head["arm"] == "baseline"].iloc[0]
+    assert (f"| baseline (original images) | {base.auc:.3f} [{base.ci_low:.3f}, "
+            f"{base.ci_high:.3f}] |") in lines
+    hog = preds[(preds["model"] == "hog") & (preds["variant"] == "baseline")]
+    assert not any(line.startswith("| HOG") for line in lines)  # "hog" is not the floor's name
+    # the floor's rows are found by their name in a real run (export.FLOOR)
+    named = pd.concat([preds, hog.assign(model="hog_floor")])
+    with_floor = headline_markdown(head, _comparison(-0.0123, 0.004), named).splitlines()
+    g = hog.groupby("image").agg(label=("label", "first"), probability=("probability", "mean"))
+    auc = roc_auc_score(g["label"], g["probability"])
+    assert f"| HOG + logistic-regression floor (original images) | {auc:.3f} |" in with_floor
+    assert "| **primary: bone_suppressed − baseline** [95% CI] | −0.012 [−0.022, −0.002] |" in lines
+    assert "| p (adjusted: Holm across TB data sets) | 0.004 (0.008) |" in lines
+    assert "| smallest difference detectable (80% power) | 0.014 |" in lines
+    assert "| verdict by the declared rule | **bone_suppressed better** |" in lines
+    assert ("| control − baseline [90% CI], equivalence ±0.02 | −0.004 [−0.012, +0.004]: "
+            "equivalent within the margin |") in lines
+    assert "9.000" not in table  # the fold-mean secondary row is not the headline
+    assert headline_markdown(head, pd.DataFrame({"dataset": ["shenzhen"]})).count("\n") == 4
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"values": {"equivalence_margin": 0.03}}))
+    assert _plan_margin(plan) == 0.03 and _plan_margin(tmp_path / "none.json") is None
 
 
 def test_exported_json_keeps_no_path_of_the_run_machine(tmp_path: Path) -> None:

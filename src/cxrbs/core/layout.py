@@ -158,6 +158,11 @@ class Layout:
     def cls_comparison(self) -> Path:
         return self.cls_dir / "comparison.csv"
 
+    @property
+    def cls_analysis_plan(self) -> Path:
+        """The analysis plan frozen before any fine-tune (``cxrbs.cls.plan``)."""
+        return self.cls_dir / "analysis_plan.json"
+
     def cls_fold_dir(self, tbset: str, variant: str, fold: int | str, repeat: int = 0) -> Path:
         """Repeat 0 under ``<tbset>/<variant>/fold<k>``, repeat r > 0 under ``.../repeat<r>/``."""
         arm = self.cls_dir / tbset / variant

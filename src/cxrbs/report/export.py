@@ -5,8 +5,9 @@ out-of-fold prediction, so that the README's numbers can be recomputed (issue 26
 
 ``headline.csv`` is computed here from ``predictions.csv`` alone (pooled out-of-fold AUC of the
 seed-averaged deep-model predictions per collection and arm, with DeLong's 95% CI), beside the
-run's own ``comparison.csv``; a test recomputes it from the committed predictions, so no number in
-the README is typed by hand.
+run's own ``comparison.csv``; ``headline.md`` is the README's headline table, written from those
+two files and the frozen analysis plan (:func:`headline_markdown`). A test recomputes both from the
+committed files and finds the table in the README verbatim, so no number there is typed by hand.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 
-__all__ = ["export_run", "gather_predictions", "headline"]
+__all__ = ["export_run", "gather_predictions", "headline", "headline_markdown"]
 
 def _tables(layout: Layout) -> list[Path]:
     """Small files copied as they are, when present."""
-    return [layout.cls_comparison, layout.cls_metrics, layout.bs_summary, layout.bs_best,
-            layout.arm_tests, layout.silhouette, layout.report]
+    return [layout.cls_comparison, layout.cls_metrics, layout.cls_analysis_plan, layout.bs_summary,
+            layout.bs_best, layout.arm_tests, layout.silhouette, layout.report]
 
 
 MAX_BYTES = 5 * 2**20
@@ -79,6 +80,95 @@ def headline(predictions: pd.DataFrame) -> pd.DataFrame:
                      "repeats": int(g["repeats"].max()), "auc": auc, "ci_low": lo, "ci_high": hi,
                      "ci_method": "DeLong 95% CI of the pooled out-of-fold AUC (seed-averaged)"})
     return pd.DataFrame(rows)
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "\u2212")
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{_signed(lo)}, {_signed(hi)}]"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+#: The model name of the HOG + logistic-regression floor in the prediction files.
+FLOOR = "hog_floor"
+
+#: Row labels of the headline table, by arm.
+ARM_LABELS = {"baseline": "baseline (original images)", "bone_suppressed": "bone-suppressed",
+              "control": "sham control (the image's own change, high band phase-randomised)"}
+
+
+def headline_markdown(head: pd.DataFrame, comparison: pd.DataFrame,
+                      predictions: pd.DataFrame | None = None,
+                      margin: float | None = None) -> str:
+    """The README's headline table: per collection (columns, largest first) each arm's pooled
+    out-of-fold AUC with its CI (``head``), the HOG floor on the originals (``predictions``), and
+    the primary contrast, its p (adjusted), the smallest detectable difference, the verdict and
+    the control's equivalence test as the run's ``comparison`` states them."""
+    sets = head.groupby("dataset")["n"].max().sort_values(ascending=False)
+    cols = [f"{d.capitalize()} ({n})" for d, n in sets.items()]
+    lines = ["| pooled out-of-fold AUC [95% CI, DeLong] | " + " | ".join(cols) + " |",
+             "|---|" + "---|" * len(cols)]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    for arm in [a for a in ARM_LABELS if a in set(head["arm"])]:
+        cells = []
+        for d in sets.index:
+            r = head[(head["dataset"] == d) & (head["arm"] == arm)]
+            cells.append(f"{r['auc'].iloc[0]:.3f} [{r['ci_low'].iloc[0]:.3f}, "
+                         f"{r['ci_high'].iloc[0]:.3f}]" if len(r) else "")
+        row(ARM_LABELS[arm], cells)
+    if predictions is not None and "model" in predictions and (predictions["model"] == FLOOR).any():
+        floor = headline(predictions[predictions["model"] == FLOOR].assign(model="deep"))
+        cells = []
+        for d in sets.index:
+            r = floor[(floor["dataset"] == d) & (floor["arm"] == "baseline")]
+            cells.append(f"{r['auc'].iloc[0]:.3f}" if len(r) else "")
+        row("HOG + logistic-regression floor (original images)", cells)
+    if not {"dataset", "metric", "estimate", "family"} <= set(comparison.columns):
+        return "\n".join(lines) + "\n"  # a comparison without tests: the AUCs alone
+    pooled = comparison[(comparison["metric"] == "auc")
+                        & comparison["estimate"].astype(str).str.startswith("pooled out-of-fold, mean")]
+
+    def pick(family: str, d: str) -> pd.Series | None:
+        r = pooled[(pooled["family"] == family) & (pooled["dataset"] == d)]
+        return r.iloc[0] if len(r) else None
+
+    primary = [pick("primary", d) for d in sets.index]
+    if any(r is not None for r in primary):
+        row(f"**primary: {primary[0]['contrast'] if primary[0] is not None else ''}** [95% CI]",
+            [f"{_signed(r['difference'])} {_interval(r['ci_low'], r['ci_high'])}"
+             if r is not None else "" for r in primary])
+        adjust = str(next(r for r in primary if r is not None)["adjustment"]).split(" (")[0]
+        row(f"p (adjusted: {adjust})", [f"{_p(r['p_value'])} ({_p(r['p_adjusted'])})"
+                                        if r is not None else "" for r in primary])
+        row("smallest difference detectable (80% power)",
+            [f"{r['detectable_difference']:.3f}" if r is not None else "" for r in primary])
+        row("verdict by the declared rule",
+            [f"**{r['decision']}**" if r is not None else "" for r in primary])
+    equivalence = [pick("equivalence", d) for d in sets.index]
+    if any(r is not None for r in equivalence):
+        within = f", equivalence ±{margin:g}" if margin is not None else ", equivalence"
+        contrast = next(r for r in equivalence if r is not None)["contrast"]
+        row(f"{contrast} [90% CI]{within}",
+            [f"{_signed(r['difference'])} {_interval(r['ci_low'], r['ci_high'])}: {r['decision']}"
+             if r is not None else "" for r in equivalence])
+    return "\n".join(lines) + "\n"
+
+
+def _plan_margin(plan: Path) -> float | None:
+    import json
+
+    try:
+        return float(json.loads(plan.read_text(encoding="utf-8"))["values"]["equivalence_margin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 _PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
@@ -139,7 +229,12 @@ def export_run(workdir: Path, out: Path) -> list[Path]:
             contents[src.name] = src.read_bytes()
     preds = gather_predictions(layout.root)
     contents["predictions.csv"] = preds.to_csv(index=False).encode("utf-8")
-    contents["headline.csv"] = headline(preds).to_csv(index=False).encode("utf-8")
+    head = headline(preds)
+    contents["headline.csv"] = head.to_csv(index=False).encode("utf-8")
+    if layout.cls_comparison.is_file():
+        table = headline_markdown(head, pd.read_csv(layout.cls_comparison), preds,
+                                  _plan_margin(layout.cls_analysis_plan))
+        contents["headline.md"] = table.encode("utf-8")
     total = sum(len(v) for v in contents.values())
     if total > MAX_BYTES:
         raise CxrbsError(f"the exported files would take {total / 2**20:.1f} MB, over the 5 MB kept "
