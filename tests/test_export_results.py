@@ -14,7 +14,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrbs.core.errors import CxrbsError
-from cxrbs.report.export import _plan_margin, export_run, gather_predictions, headline, headline_markdown
+from cxrbs.report.export import (
+    _plan_margin,
+    export_run,
+    gather_predictions,
+    headline,
+    headline_markdown,
+    measures_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ROOT / "docs" / "results"
@@ -45,7 +52,7 @@ def test_headline_is_recomputed_from_the_predictions(tmp_path: Path) -> None:
     _fake_run(tmp_path)
     files = export_run(tmp_path, tmp_path / "out")
     assert {f.name for f in files} == {"comparison.csv", "predictions.csv", "headline.csv",
-                                       "headline.md"}
+                                       "headline.md"}  # no arm_tests.csv: no measures.md
     preds = pd.read_csv(tmp_path / "out/predictions.csv")
     assert len(preds) == 2 * 2 * 2 * 40 and set(preds["repeat"]) == {0, 1}
     head = pd.read_csv(tmp_path / "out/headline.csv")
@@ -75,6 +82,43 @@ def test_kept_run_recomputes_to_its_headline_and_the_readme() -> None:
     assert (KEPT / "headline.md").read_text(encoding="utf-8") == table
     block = readme.split("<!-- headline:begin -->\n", 1)[1].split("<!-- headline:end -->", 1)[0]
     assert block == table
+    measures = measures_markdown(pd.read_csv(KEPT / "arm_tests.csv"),
+                                 pd.read_csv(KEPT / "silhouette.csv"))
+    assert (KEPT / "measures.md").read_text(encoding="utf-8") == measures
+    block = readme.split("<!-- measures:begin -->\n", 1)[1].split("<!-- measures:end -->", 1)[0]
+    assert block == measures
+
+
+def test_measures_table_states_each_arm_and_its_tests() -> None:
+    rows = []
+    for measure, base, sup, ctl in (("bone_rms", 0.04, 0.02, 0.039), ("relevance_in_lungs", 0.5,
+                                                                     0.52, 0.58)):
+        for comparison, a, b in (("bone_suppressed − baseline", sup, base),
+                                 ("control − baseline", ctl, base),
+                                 ("bone_suppressed − control", sup, ctl)):
+            rows.append({"dataset": "shenzhen", "measure": measure, "comparison": comparison,
+                         "n": 566, "mean_a": a, "mean_b": b, "difference": a - b,
+                         "ci_low": a - b - 0.001, "ci_high": a - b + 0.001, "p_value": 0.01,
+                         "p_holm": 0.04})
+    sil = pd.DataFrame([
+        {"dataset": "shenzhen", "arm": "baseline", "silhouette": 0.3, "ci_low": 0.27,
+         "ci_high": 0.33},
+        {"dataset": "shenzhen", "arm": "bone_suppressed", "silhouette": 0.296, "ci_low": 0.27,
+         "ci_high": 0.32, "difference_vs_baseline": -0.004, "difference_ci_low": -0.014,
+         "difference_ci_high": 0.007}])
+    lines = measures_markdown(pd.DataFrame(rows), sil).splitlines()
+    assert "| images with a lung mask | 566 |" in lines
+    assert ("| bone left inside the lungs (RMS of the model's bone estimate): baseline / "
+            "suppressed / control | 0.0400 / 0.0200 (50%) / 0.0390 (98%) |") in lines
+    assert ("| &nbsp;&nbsp;bone_suppressed − baseline, Hodges–Lehmann [95% CI], Holm p | "
+            "−0.0200 [−0.0210, −0.0190], p 0.04 |") in lines
+    assert ("| share of CRM relevance inside the lungs: baseline / suppressed / control | "
+            "0.500 / 0.520 / 0.580 |") in lines
+    assert ("| &nbsp;&nbsp;control − baseline, Hodges–Lehmann [95% CI], Holm p | "
+            "+0.080 [+0.079, +0.081], p 0.04 |") in lines
+    assert lines[-1] == ("| &nbsp;&nbsp;bone_suppressed − baseline [95% bootstrap CI] | "
+                         "−0.004 [−0.014, +0.007] |")
+    assert len(measures_markdown(pd.DataFrame(rows)).splitlines()) == len(lines) - 2
 
 
 def _comparison(primary: float, p: float) -> pd.DataFrame:

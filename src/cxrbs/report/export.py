@@ -26,7 +26,7 @@ from cxrbs.core import atomic
 from cxrbs.core.errors import CxrbsError
 from cxrbs.core.layout import Layout
 
-__all__ = ["export_run", "gather_predictions", "headline", "headline_markdown"]
+__all__ = ["export_run", "gather_predictions", "headline", "headline_markdown", "measures_markdown"]
 
 def _tables(layout: Layout) -> list[Path]:
     """Small files copied as they are, when present."""
@@ -162,6 +162,78 @@ def headline_markdown(head: pd.DataFrame, comparison: pd.DataFrame,
     return "\n".join(lines) + "\n"
 
 
+def _num(x: float, digits: int, sign: str = "") -> str:
+    return f"{x:{sign}.{digits}f}".replace("-", "\u2212")
+
+
+def measures_markdown(arm_tests: pd.DataFrame, silhouette: pd.DataFrame | None = None) -> str:
+    """The README's table of what the paper only describes (issue 26, item 4), per collection:
+    the bone each arm's images still carry inside the lungs (the bone-suppression model's own
+    estimate, RMS, with the share of the originals'), the share of CRM relevance inside the
+    lungs, and the classes' silhouette in the classifier's features, each arm difference with its
+    CI and p as ``arm_tests.csv`` / ``silhouette.csv`` state them."""
+    sets = arm_tests.groupby("dataset")["n"].max().sort_values(ascending=False)
+    lines = ["| measured, per collection (secondary) | " + " | ".join(
+        f"{d.capitalize()}" for d in sets.index) + " |", "|---|" + "---|" * len(sets)]
+
+    def test(d: str, measure: str, comparison: str) -> pd.Series | None:
+        r = arm_tests[(arm_tests["dataset"] == d) & (arm_tests["measure"] == measure)
+                      & (arm_tests["comparison"] == comparison)]
+        return r.iloc[0] if len(r) else None
+
+    def arms(d: str, measure: str) -> dict[str, float]:
+        out = {}
+        for comparison in ("bone_suppressed − baseline", "control − baseline"):
+            r = test(d, measure, comparison)
+            if r is not None:
+                out["baseline"] = float(r["mean_b"])
+                out[comparison.split(" ")[0]] = float(r["mean_a"])
+        return out
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("images with a lung mask", [str(int(arm_tests[arm_tests["dataset"] == d]["n"].max()))
+                                    for d in sets.index])
+    for measure, label, digits in (
+            ("bone_rms", "bone left inside the lungs (RMS of the model's bone estimate)", 4),
+            ("relevance_in_lungs", "share of CRM relevance inside the lungs", 3)):
+        cells = []
+        for d in sets.index:
+            a = arms(d, measure)
+            parts = [_num(a[k], digits) + (f" ({a[k] / a['baseline']:.0%})"
+                                           if measure == "bone_rms" and k != "baseline" else "")
+                     for k in ("baseline", "bone_suppressed", "control") if k in a]
+            cells.append(" / ".join(parts))
+        row(f"{label}: baseline / suppressed / control", cells)
+        for comparison in ("bone_suppressed − baseline", "control − baseline"):
+            found = [test(d, measure, comparison) for d in sets.index]
+            if all(r is None for r in found):
+                continue
+            row(f"&nbsp;&nbsp;{comparison}, Hodges–Lehmann [95% CI], Holm p",
+                [f"{_num(r['difference'], digits, '+')} [{_num(r['ci_low'], digits, '+')}, "
+                 f"{_num(r['ci_high'], digits, '+')}], p {_p(r['p_holm'])}" if r is not None else ""
+                 for r in found])
+    if silhouette is not None and len(silhouette):
+        cells, diffs = [], []
+        for d in sets.index:
+            g = silhouette[silhouette["dataset"] == d].set_index("arm")
+            parts = []
+            for k in ("baseline", "bone_suppressed", "control"):
+                if k in g.index:
+                    r = g.loc[k]
+                    parts.append(f"{r['silhouette']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+            cells.append(" / ".join(parts))
+            r = g.loc["bone_suppressed"] if "bone_suppressed" in g.index else None
+            diffs.append(f"{_signed(r['difference_vs_baseline'])} "
+                         f"{_interval(r['difference_ci_low'], r['difference_ci_high'])}"
+                         if r is not None else "")
+        row("silhouette of the two classes in the features [95% CI]: baseline / suppressed / "
+            "control", cells)
+        row("&nbsp;&nbsp;bone_suppressed − baseline [95% bootstrap CI]", diffs)
+    return "\n".join(lines) + "\n"
+
+
 def _plan_margin(plan: Path) -> float | None:
     import json
 
@@ -235,6 +307,9 @@ def export_run(workdir: Path, out: Path) -> list[Path]:
         table = headline_markdown(head, pd.read_csv(layout.cls_comparison), preds,
                                   _plan_margin(layout.cls_analysis_plan))
         contents["headline.md"] = table.encode("utf-8")
+    if layout.arm_tests.is_file():
+        sil = pd.read_csv(layout.silhouette) if layout.silhouette.is_file() else None
+        contents["measures.md"] = measures_markdown(pd.read_csv(layout.arm_tests), sil).encode()
     total = sum(len(v) for v in contents.values())
     if total > MAX_BYTES:
         raise CxrbsError(f"the exported files would take {total / 2**20:.1f} MB, over the 5 MB kept "
