@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cxrbs.report.html_blocks import format_p
+
 __all__ = ["ARM_LABELS", "FLOOR", "headline", "headline_markdown", "measures_markdown"]
 
 
@@ -23,9 +25,10 @@ def _delong_auc_ci(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
     return auc, lo, hi
 
 
-def headline(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Pooled out-of-fold AUC of the seed-averaged deep predictions, per collection and arm."""
-    deep = predictions[predictions["model"] == "deep"] if "model" in predictions else predictions
+def headline(predictions: pd.DataFrame, model: str = "deep") -> pd.DataFrame:
+    """Pooled out-of-fold AUC of the seed-averaged predictions of ``model`` (the deep model, or
+    :data:`FLOOR`), per collection and arm."""
+    deep = predictions[predictions["model"] == model] if "model" in predictions else predictions
     mean = deep.groupby(["dataset", "variant", "image"], as_index=False).agg(
         label=("label", "first"), probability=("probability", "mean"),
         repeats=("repeat", "nunique"))
@@ -39,16 +42,16 @@ def headline(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _num(x: float, digits: int = 3, sign: str = "") -> str:
+    return f"{x:{sign}.{digits}f}".replace("-", "\u2212")
+
+
 def _signed(x: float) -> str:
-    return f"{x:+.3f}".replace("-", "\u2212")
+    return _num(x, 3, "+")
 
 
 def _interval(lo: float, hi: float) -> str:
     return f"[{_signed(lo)}, {_signed(hi)}]"
-
-
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
 #: The model name of the HOG + logistic-regression floor in the prediction files.
@@ -82,7 +85,7 @@ def headline_markdown(head: pd.DataFrame, comparison: pd.DataFrame,
                          f"{r['ci_high'].iloc[0]:.3f}]" if len(r) else "")
         row(ARM_LABELS[arm], cells)
     if predictions is not None and "model" in predictions and (predictions["model"] == FLOOR).any():
-        floor = headline(predictions[predictions["model"] == FLOOR].assign(model="deep"))
+        floor = headline(predictions, model=FLOOR)
         cells = []
         for d in sets.index:
             r = floor[(floor["dataset"] == d) & (floor["arm"] == "baseline")]
@@ -103,7 +106,7 @@ def headline_markdown(head: pd.DataFrame, comparison: pd.DataFrame,
             [f"{_signed(r['difference'])} {_interval(r['ci_low'], r['ci_high'])}"
              if r is not None else "" for r in primary])
         adjust = str(next(r for r in primary if r is not None)["adjustment"]).split(" (")[0]
-        row(f"p (adjusted: {adjust})", [f"{_p(r['p_value'])} ({_p(r['p_adjusted'])})"
+        row(f"p (adjusted: {adjust})", [f"{format_p(r['p_value'])} ({format_p(r['p_adjusted'])})"
                                         if r is not None else "" for r in primary])
         row("smallest difference detectable (80% power)",
             [f"{r['detectable_difference']:.3f}" if r is not None else "" for r in primary])
@@ -117,10 +120,6 @@ def headline_markdown(head: pd.DataFrame, comparison: pd.DataFrame,
             [f"{_signed(r['difference'])} {_interval(r['ci_low'], r['ci_high'])}: {r['decision']}"
              if r is not None else "" for r in equivalence])
     return "\n".join(lines) + "\n"
-
-
-def _num(x: float, digits: int, sign: str = "") -> str:
-    return f"{x:{sign}.{digits}f}".replace("-", "\u2212")
 
 
 def measures_markdown(arm_tests: pd.DataFrame, silhouette: pd.DataFrame | None = None) -> str:
@@ -169,7 +168,7 @@ def measures_markdown(arm_tests: pd.DataFrame, silhouette: pd.DataFrame | None =
                 continue
             row(f"&nbsp;&nbsp;{comparison}, Hodges–Lehmann [95% CI], Holm p",
                 [f"{_num(r['difference'], digits, '+')} [{_num(r['ci_low'], digits, '+')}, "
-                 f"{_num(r['ci_high'], digits, '+')}], p {_p(r['p_holm'])}" if r is not None else ""
+                 f"{_num(r['ci_high'], digits, '+')}], p {format_p(r['p_holm'])}" if r is not None else ""
                  for r in found])
     if silhouette is not None and len(silhouette):
         cells, diffs = [], []
