@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrbs.cls.metrics import metrics_with_ci
 from cxrbs.cls.pipeline import finetune_fold
+from cxrbs.cls.lung_crop import DEFAULT_MARGIN, lung_crop_boxes
 from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import load_classifier
 from cxrbs.core.device import configure_threads
@@ -71,22 +72,31 @@ def auc_ci(y: np.ndarray, prob: np.ndarray, groups: np.ndarray, seed: int,
 
 
 def run(name: str, spec: dict[str, Any], common: dict[str, Any], layout: Layout, dataset: str,
-        variant: str, outer: int, threads: int | None, out: Path) -> pd.DataFrame:
+        variant: str, outer: int, threads: int | None, out: Path,
+        lung_masks: Path | None = None) -> pd.DataFrame:
     """One candidate on one outer fold's inner split; returns its validation predictions."""
     seed = int(common.get("seed", 13))
     stk, tab = inner_split(layout, dataset, variant, outer, seed, out)
     train = {**common.get("finetune", {}), **spec.get("finetune", {})}
     input_size = int(spec.get("input_size", common.get("input_size", 128)))
+    crop = spec.get("lung_crop", common.get("lung_crop"))
+    if crop is not None:
+        crop = {"margin": DEFAULT_MARGIN, **crop, "mask_dir": lung_masks}
     outdir = out / "runs" / f"{name}_{dataset}_{variant}_outer{outer}"
     t0 = time.perf_counter()
     preds = finetune_fold(stk, tab, dataset=dataset, variant=variant, fold=0,
                           init_checkpoint=layout.cls_pretrain_model, train_cfg=train, seed=seed,
-                          outdir=outdir, threads=threads, hog_floor=True, input_size=input_size)
+                          outdir=outdir, threads=threads, hog_floor=True, input_size=input_size,
+                          lung_crop=crop)
     minutes = (time.perf_counter() - t0) / 60
     # flip TTA on the same validation images, in predictions.csv's order (the folds table's rows)
     model, _ = load_classifier(outdir / "model.pt")
-    is_val = pd.read_csv(tab)["fold"].to_numpy() == 0
-    images = fold_images(load_stack(stk), input_size)[is_val]
+    table = pd.read_csv(tab)
+    is_val = table["fold"].to_numpy() == 0
+    boxes = None if crop is None else lung_crop_boxes(
+        [Path(str(p)).stem for p in table["image_path"]], crop["mask_dir"],
+        margin=float(crop["margin"])).boxes
+    images = fold_images(load_stack(stk), input_size, boxes)[is_val]
     model.tta_hflip = True
     tta = preds[preds["model"] == "deep"].copy()
     tta["model"] = "deep_tta"
@@ -96,6 +106,7 @@ def run(name: str, spec: dict[str, Any], common: dict[str, Any], layout: Layout,
     preds["candidate"], preds["outer"], preds["minutes"] = name, outer, minutes
     preds["epochs_run"], preds["best_epoch"] = summary["epochs_run"], summary["best_epoch"]
     preds["input_size"], preds["train"] = input_size, json.dumps(train, sort_keys=True)
+    preds["lung_crop"] = json.dumps(crop and {"margin": crop["margin"]})
     return preds
 
 
@@ -148,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", default="baseline")
     ap.add_argument("--outer", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--lung-masks", type=Path, default=None,
+                    help="mask folder for candidates with lung_crop (datasets.<tb>.lung_masks)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--summary", action="store_true", help="print the table of finished runs only")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the CIs")
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         for outer in args.outer:
             for name in names:
                 preds = run(name, cands[name], common, layout, args.dataset, args.variant, outer,
-                            args.threads, args.out)
+                            args.threads, args.out, args.lung_masks)
                 table = args.out / "search.csv"
                 preds.to_csv(table, mode="a", header=not table.is_file(), index=False)
                 deep = preds[preds["model"] == "deep"]

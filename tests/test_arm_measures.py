@@ -14,6 +14,7 @@ from torch import nn
 
 from cxrbs.core.errors import CxrbsError
 from cxrbs.data.preprocess import to_uint16
+from cxrbs.data.lung_masks import read_mask, read_masks
 from cxrbs.explain.arm_measures import (
     COMPARISONS,
     TEST_COLUMNS,
@@ -22,8 +23,6 @@ from cxrbs.explain.arm_measures import (
     bone_rms,
     measure_dataset,
     per_image_silhouette,
-    read_mask,
-    read_masks,
     share_inside,
     silhouette_table,
 )
@@ -182,6 +181,16 @@ def test_measure_dataset_scores_each_image_with_its_arms_fold_model(tmp_path: Pa
     assert lungs == pytest.approx(0.5 * 0.75, abs=0.05)
     # relevance follows brightness, which is uniform in expectation: about the lungs' share
     assert have["relevance_in_lungs"].between(lungs - 0.1, lungs + 0.1).all()
+    # Where the classifiers saw lung crops (cls.lung_crop), the maps are taken on the crops and
+    # the masks are cut alike: with no margin the lungs fill the view. Bone is measured on the
+    # whole image either way.
+    inp.lung_crop = {"mask_dir": str(masks), "margin": 0.0}
+    cropped = measure_dataset(inp, HalfBone(), load, input_size=16, crm_threshold=0.0,
+                              progress=False)
+    have_c = cropped[cropped["has_mask"]]
+    assert have_c["relevance_in_lungs"].min() > 0.95 and have_c["lung_fraction"].min() > 0.95
+    assert np.allclose(cropped["bone_rms"], out["bone_rms"], equal_nan=True)
+    assert not np.allclose(cropped["silhouette"], out["silhouette"])
     with pytest.raises(CxrbsError, match="baseline"):
         DatasetInputs(name="tb", folds_csv=tmp_path / "folds.csv",
                       stacks={"control": stacks["baseline"]}, models={})

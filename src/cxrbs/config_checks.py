@@ -93,6 +93,14 @@ def semantic_problems(config: dict[str, Any]) -> list[str]:
                         f"{image_size}; lower it or set it to null (whole images)")
     bs_archs = (config.get("bs") or {}).get("architectures") or {}
     cls = config.get("cls") or {}
+    for tb in (cls.get("lung_crop") or {}).get("datasets") or []:
+        spec = datasets.get(tb) or {}
+        if spec.get("role") != "tb":
+            problems.append(f"config key cls.lung_crop.datasets: {tb!r} is not a data set with "
+                            "role: tb; list TB sets only")
+        elif not spec.get("lung_masks"):
+            problems.append(f"config key cls.lung_crop.datasets: {tb!r} has no lung masks; set "
+                            f"datasets.{tb}.lung_masks or drop it from the list")
     targets = [(f"bs.architectures.{arch}", arch, kwargs)
                for arch, kwargs in sorted(bs_archs.items())]
     targets.append(("cls.model_kwargs", cls.get("model", "vgg16"), cls.get("model_kwargs") or {}))

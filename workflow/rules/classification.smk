@@ -85,7 +85,7 @@ rule finetune_cls:
         gpu=1,
         mem_mb=config["resources"]["train_mem_mb"],
     params:
-        train=config["cls"]["finetune"],
+        train=finetune_params,
         input_size=config["cls"]["input_size"],
         seed=config["seed"],
         hog_floor=config["cls"]["hog_floor"],
@@ -115,7 +115,7 @@ rule finetune_cls_repeat:
         gpu=1,
         mem_mb=config["resources"]["train_mem_mb"],
     params:
-        train=config["cls"]["finetune"],
+        train=finetune_params,
         input_size=config["cls"]["input_size"],
         seed=lambda wildcards: repeat_seed(wildcards.repeat),
         hog_floor=False,

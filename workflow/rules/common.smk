@@ -3,6 +3,7 @@ import zlib
 
 from snakemake.utils import validate
 
+from cxrbs.cls.lung_crop import crop_settings
 from cxrbs.config_checks import check_config
 from cxrbs.core.config import use_config_files
 from cxrbs.core.errors import CxrbsError
@@ -130,6 +131,18 @@ def cls_images(wildcards):
 
 
 # The lung measures of the explain stage compare arms, so they need the baseline and another one.
+# cls.lung_crop, read once by the package (crop_settings): {TB set: {"mask_dir", "margin"}} for
+# the sets whose classifiers see lung crops. Rules carry it only where it is set, so that params of
+# sets without a crop stay what they were before the key existed and nothing reruns for it.
+LUNG_CROP = {t: s for t in TB_SETS if (s := crop_settings(config, t)) is not None}
+
+
+def finetune_params(wildcards):
+    """cls.finetune, plus the set's lung crop where it has one (popped by finetune_cls.py)."""
+    crop = LUNG_CROP.get(wildcards.tbset)
+    return {**config["cls"]["finetune"], **({"lung_crop": crop} if crop else {})}
+
+
 ARM_MEASURES = bool(TB_SETS) and "baseline" in VARIANTS and len(VARIANTS) > 1
 
 

@@ -53,7 +53,11 @@ rule explain:
     params:
         seed=config["seed"],
         datasets=config["datasets"],
-        cls={key: config["cls"][key] for key in ("threshold", "variants", "input_size")},
+        cls={
+            key: config["cls"][key]
+            for key in ("threshold", "variants", "input_size")
+            + (("lung_crop",) if LUNG_CROP else ())
+        },
         report=config["report"],
     script:
         "../scripts/explain_models.py"
@@ -85,6 +89,7 @@ rule arm_measures:
         ENV
     threads: config["resources"]["train_threads"]
     params:
+        **({"lung_crop": LUNG_CROP} if LUNG_CROP else {}),
         tb_sets=TB_SETS,
         variants=VARIANTS,
         folds=FOLDS,

@@ -14,7 +14,7 @@ def main(sm):
         out_per_image=Path(sm.output.per_image), out_tests=Path(sm.output.tests),
         out_silhouette=Path(sm.output.silhouette), input_size=sm.params.input_size,
         crm_threshold=float(sm.params.crm_threshold), n_boot=int(sm.params.n_boot),
-        seed=int(sm.params.seed))
+        seed=int(sm.params.seed), lung_crop=dict(sm.params.get("lung_crop", {})))
 
 
 run(snakemake, main)  # noqa: F821

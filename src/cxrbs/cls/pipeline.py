@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cxrbs.core.atomic import write_csv
+from cxrbs.cls.lung_crop import DEFAULT_MARGIN, lung_crop_boxes
 from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import ClsTrainConfig, load_classifier, train_classifier
 from cxrbs.cls.metrics import metrics_with_ci
@@ -86,11 +88,21 @@ def _prediction_rows(frame: pd.DataFrame, dataset: str, variant: str, model: str
 def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: str, fold: int,
                   init_checkpoint: Path, train_cfg: dict[str, Any], seed: int, outdir: Path,
                   threads: int | None, hog_floor: bool, input_size: int | None = None,
-                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> pd.DataFrame:
-    """Stage 2: fine-tune on the other folds (inner patient-level validation), predict fold ``fold``."""
+                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT,
+                  lung_crop: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Stage 2: fine-tune on the other folds (inner patient-level validation), predict fold ``fold``.
+
+    ``lung_crop`` ({"mask_dir", "margin"}, ``cls.lung_crop``): every image, training and held
+    out, is cut to its lung box first (``cxrbs.cls.lung_crop``); the HOG floor sees the same crops.
+    """
     folds = pd.read_csv(folds_path, dtype={"patient_id": str})
     stack = load_stack(stack_path)
-    images = fold_images(stack, input_size)
+    crop = None
+    if lung_crop is not None:
+        crop = lung_crop_boxes(_image_names(folds), Path(lung_crop["mask_dir"]),
+                               margin=float(lung_crop.get("margin", DEFAULT_MARGIN)))
+        log.info("%s: lung crop from %d of %d masks", dataset, int(crop.has_mask.sum()), len(folds))
+    images = fold_images(stack, input_size, None if crop is None else crop.boxes)
     if len(images) != len(folds):
         raise CxrbsError(f"{stack_path} has {len(images)} images but {folds_path} lists {len(folds)}")
     held_out = folds["fold"].to_numpy() == fold
@@ -103,7 +115,8 @@ def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: 
     name, kwargs = _model_spec(init_checkpoint)
     train_classifier(name, kwargs, images[~held_out], labels, patients, cfg, outdir,
                      init_checkpoint=init_checkpoint, stage="finetune", low_pct=low_pct,
-                     high_pct=high_pct, stack_size=int(stack.shape[-1]))
+                     high_pct=high_pct, stack_size=int(stack.shape[-1]),
+                     lung_crop=None if crop is None else crop.record())
     deep, _ = load_classifier(outdir / "model.pt")
     test = folds[held_out]
     rows = _prediction_rows(test, dataset, variant, "deep", fold,

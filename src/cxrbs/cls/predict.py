@@ -123,21 +123,34 @@ def preprocessing_of(meta: Mapping[str, Any], size: int | None = None) -> dict[s
         raise CxrbsError(f"checkpoint {meta.get('path', '')} does not record its image size: "
                          "pass --size")
     stack_size = size or _side(meta.get("stack_size")) or input_size
-    return {"stack_size": int(stack_size), "input_size": int(input_size),
-            "low_pct": float(meta.get("low_pct", LOW_PCT)),
-            "high_pct": float(meta.get("high_pct", HIGH_PCT))}
+    pre: dict[str, Any] = {"stack_size": int(stack_size), "input_size": int(input_size),
+                           "low_pct": float(meta.get("low_pct", LOW_PCT)),
+                           "high_pct": float(meta.get("high_pct", HIGH_PCT))}
+    if meta.get("lung_crop"):  # trained on lung crops: a file without a mask takes the median box
+        from cxrbs.cls.lung_crop import fallback_boxes
+
+        pre["box"] = fallback_boxes(meta["lung_crop"], 1)[0]
+    return pre
 
 
-def fold_images(stack: np.ndarray, input_size: int | None) -> np.ndarray:
-    """A prepared uint16 (N,1,S,S) stack as the classifier sees it: float32 (N,s,s) in [0,1]."""
-    return resize_images(stack, input_size)
+def fold_images(stack: np.ndarray, input_size: int | None,
+                boxes: np.ndarray | None = None) -> np.ndarray:
+    """A prepared uint16 (N,1,S,S) stack as the classifier sees it: float32 (N,s,s) in [0,1];
+    with ``boxes`` (``cxrbs.cls.lung_crop``) each image is first cut to its lung box."""
+    if boxes is None:
+        return resize_images(stack, input_size)
+    from cxrbs.cls.lung_crop import crop_images
+
+    return crop_images(stack, boxes, int(input_size or stack.shape[-1]))
 
 
 def prepare_image(image: np.ndarray, *, stack_size: int, input_size: int | None,
-                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT) -> np.ndarray:
-    """One decoded image through the workflow's route (see module docstring): float32 (s,s)."""
+                  low_pct: float = LOW_PCT, high_pct: float = HIGH_PCT,
+                  box: np.ndarray | None = None) -> np.ndarray:
+    """One decoded image through the workflow's route (see module docstring): float32 (s,s);
+    ``box`` (a checkpoint trained on lung crops) cuts it to that lung box first."""
     row = to_uint16(preprocess(image, stack_size, low_pct=low_pct, high_pct=high_pct))
-    return fold_images(row[None, None], input_size)[0]
+    return fold_images(row[None, None], input_size, None if box is None else box[None])[0]
 
 
 def predict_images(model: nn.Module, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:

@@ -382,6 +382,7 @@ def train_classifier(
     high_pct: float = HIGH_PCT,
     stack_size: int | None = None,
     class_names: list[str] | None = None,
+    lung_crop: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one classifier; writes split.csv, history.csv, model.pt, train_summary.json.
 
@@ -389,7 +390,8 @@ def train_classifier(
     collapse, so a downstream step never picks up a constant classifier. ``stage`` ("pretrain"
     or "finetune") only names the config key in error messages. ``low_pct``/``high_pct`` (the
     preprocessing percentiles) and ``stack_size`` (the side of the prepared stack before any
-    resize to the input size) are recorded so that prediction preprocesses files the same way.
+    resize to the input size) are recorded so that prediction preprocesses files the same way;
+    so is ``lung_crop`` (``LungCrop.record()``) when the images were cut to their lung boxes.
     """
     configure_threads(cfg.threads)
     device = select_device(cfg.device)
@@ -441,6 +443,7 @@ def train_classifier(
         "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "best_val_auc": best["metrics"]["auc"], "image_size": image_size,
         "stack_size": stack_size if stack_size is not None else image_size,
+        "lung_crop": dict(lung_crop) if lung_crop is not None else None,
         LEGACY_WEIGHTS: weights,  # the same tensors (stored once): readers of the first format
     }, weights)  # fmt: skip
     summary = {
@@ -453,6 +456,7 @@ def train_classifier(
         "n_val_patients": int(np.unique(ids[val]).size),
         "image_size": image_size, "device": str(device), "amp": cfg.amp,
         "seconds": time.perf_counter() - t0, "model_path": str(outdir / "model.pt"),
+        "lung_crop": dict(lung_crop) if lung_crop is not None else None,
         "settings": asdict(cfg),  # the recipe: tells a later estimate whether this job reruns
     }  # fmt: skip
     summary = _json_safe(summary)

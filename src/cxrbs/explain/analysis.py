@@ -169,6 +169,9 @@ class _FoldData:
     sizes: list[tuple[int, int] | None]
     images: dict[str, np.ndarray]
     models: dict[str, Any]
+    #: each image's lung box (top, left, bottom, right fractions) where the set's classifiers
+    #: see lung crops (``cls.lung_crop``); None: whole images
+    crop_boxes: np.ndarray | None = None
 
 
 def heatmaps(model: Any, img: np.ndarray, crm_threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -212,8 +215,9 @@ def _read_boxes(path: Path, note: _Notes) -> dict[str, list[Box]]:
 
 def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
                note: _Notes) -> Iterator[_FoldData]:
-    """Yield each fold whose two variant models and image stacks exist; note what is missing."""
-    from cxrbs.data.preprocess import resize_images
+    """Yield each fold whose two variant models and image stacks exist; note what is missing.
+    Images are shown to the models as they were trained (``cls.lung_crop``: cut to lung boxes)."""
+    from cxrbs.cls.lung_crop import classifier_view, crop_settings
     from cxrbs.data.stacks import load_stack
 
     variants = list((config.get("cls") or {}).get("variants", VARIANTS))
@@ -236,6 +240,9 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
     folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
     sizes = _original_sizes(layout.manifest(tb), folds)
     loaded = {v: load_stack(p) for v, p in stacks.items()}
+    crop = crop_settings(config, tb)
+    input_size = (config.get("cls") or {}).get("input_size")
+    all_names = [Path(str(p)).stem for p in folds["image_path"]]
     device = select_device("auto")  # a GPU where there is one: VGG-16 features of every fold
     fold_ids = sorted(int(f) for f in folds["fold"].unique())
     for k in fold_ids:
@@ -245,16 +252,18 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
                 note(sec, f"{tb} fold {k}: a variant's model.pt is missing, fold left out")
             continue
         idx = np.flatnonzero(folds["fold"].to_numpy() == k)
+        names = [all_names[j] for j in idx]
+        views = {v: classifier_view(np.asarray(s[idx, 0]), input_size, names, crop)
+                 for v, s in loaded.items()}
         yield _FoldData(
             dataset=tb, fold=k, first=k == fold_ids[0],
-            names=[Path(str(p)).stem for p in folds["image_path"].iloc[idx]],
+            names=names,
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
             sizes=[sizes[j] for j in idx],
-            images={v: resize_images(np.asarray(s[idx, 0]),
-                                     (config.get("cls") or {}).get("input_size"))
-                    for v, s in loaded.items()},
+            images={v: view for v, (view, _) in views.items()},
             models={v: _load_classifier(p, device) for v, p in paths.items()},
+            crop_boxes=views["baseline"][1],
         )
 
 
@@ -311,6 +320,11 @@ def _scaled_boxes(fold: _FoldData, i: int, boxes: Mapping[str, list[Box]]) -> li
         info = image_info(fold.image_paths[i])
         size = (int(info["height"]), int(info["width"]))
     side = fold.images["baseline"].shape[-1]
+    if fold.crop_boxes is not None:  # the shown image is the lung box, stretched to the side
+        top, left, bottom, right = (float(v) for v in fold.crop_boxes[i])
+        fx, fy = side / ((right - left) * size[1]), side / ((bottom - top) * size[0])
+        x0, y0 = left * size[1], top * size[0]
+        return [((x - x0) * fx, (y - y0) * fy, w * fx, h * fy) for x, y, w, h in found]
     sx, sy = side / float(size[1]), side / float(size[0])
     return [(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in found]
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbs.core.errors import CxrbsError
+from cxrbs.data.lung_masks import read_masks
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ MEASURES = {
 COMPARISONS = (("bone_suppressed", "baseline"), ("control", "baseline"),
                ("bone_suppressed", "control"))
 TEST_NAME = "Wilcoxon signed-rank, Hodges-Lehmann 95% CI, Holm over this table"
-MASK_SUFFIXES = (".png", ".PNG")
 
 
 @dataclass
@@ -66,6 +66,8 @@ class DatasetInputs:
     stacks: dict[str, Path]
     models: dict[str, dict[int, Path]]
     mask_dir: Path | None = None
+    #: ``crop_settings`` of this set when its classifiers see lung crops (``cls.lung_crop``)
+    lung_crop: Mapping[str, Any] | None = None
     arms: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -73,39 +75,6 @@ class DatasetInputs:
         if "baseline" not in self.arms or len(self.arms) < 2:
             raise CxrbsError(f"{self.name}: the arm measures need the baseline and at least one "
                              f"other arm (cls.variants), got {sorted(self.stacks)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# lung masks
-# ---------------------------------------------------------------------------------------------
-def read_mask(path: Path, size: int) -> np.ndarray:
-    """A lung mask as a boolean (size, size) array: >= 128 (of 255) inside, then resized the way
-    the stacks were (plain resize, aspect ratio not kept) and thresholded at one half."""
-    import imageio.v3 as iio
-    from skimage.transform import resize
-
-    try:
-        arr = np.asarray(iio.imread(path))
-    except Exception as exc:  # imageio raises several types for unreadable files
-        raise CxrbsError(f"lung mask {path} cannot be read ({exc}): replace the file or remove "
-                         "it (images without a mask are left out of the lung measures)") from exc
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.ndim != 2 or min(arr.shape) < 2:
-        raise CxrbsError(f"lung mask {path} has shape {arr.shape}: expected a 2-D grey image")
-    inside = (arr >= 128).astype(np.float64) if arr.max() > 1 else (arr > 0).astype(np.float64)
-    return np.asarray(resize(inside, (size, size), order=1, anti_aliasing=True) >= 0.5)
-
-
-def read_masks(mask_dir: Path | None, names: Sequence[str], size: int) -> dict[str, np.ndarray]:
-    """Masks of those ``names`` (file stems) that have one in ``mask_dir``; none without a dir."""
-    if mask_dir is None:
-        return {}
-    if not mask_dir.is_dir():
-        raise CxrbsError(f"lung-mask folder {mask_dir} (datasets.<tb>.lung_masks) does not exist:"
-                         " fix the path or remove the key")
-    files = {p.stem: p for p in mask_dir.iterdir() if p.suffix in MASK_SUFFIXES}
-    return {n: read_mask(files[n], size) for n in names if n in files}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +128,8 @@ def measure_dataset(inp: DatasetInputs, bs_model: Any, load_classifier: Any, *,
     from tqdm import tqdm
 
     from cxrbs.bs.predict import predict_images
-    from cxrbs.data.preprocess import from_uint16, resize_images
+    from cxrbs.cls.lung_crop import classifier_view, crop_masks
+    from cxrbs.data.preprocess import from_uint16
     from cxrbs.data.stacks import load_stack
     from cxrbs.explain.crm import class_selective_relevance_map
     from cxrbs.explain.feature_space import extract_features
@@ -191,14 +161,18 @@ def measure_dataset(inp: DatasetInputs, bs_model: Any, load_classifier: Any, *,
             images = from_uint16(np.asarray(stacks[arm][idx, 0]))
             fold_masks = [masks.get(names[i]) for i in idx]
             bone = bone_rms(images, predict_images(bs_model, images, batch_size=8), fold_masks)
-            small = resize_images(images, input_size)
+            # the classifier's view (lung crops where it trained on them), masks cut alike
+            small, boxes = classifier_view(images, input_size, [names[i] for i in idx],
+                                           inp.lung_crop)
+            view_masks = ([cls_masks.get(names[i]) for i in idx] if boxes is None
+                          else crop_masks(fold_masks, boxes, int(small.shape[-1])))
             model = load_classifier(Path(path))
             sil = per_image_silhouette(extract_features(model, small),
                                        folds["label"].to_numpy(int)[idx])
             for j, i in enumerate(idx):
                 x = torch.from_numpy(np.ascontiguousarray(small[j], dtype=np.float32))[None, None]
                 crm = class_selective_relevance_map(model, x, threshold=crm_threshold)
-                mask = cls_masks.get(names[i])
+                mask = view_masks[j]
                 rows.append({
                     "dataset": inp.name, "image": names[i], "label": int(folds["label"].iloc[i]),
                     "fold": k, "arm": arm, "has_mask": mask is not None,
@@ -284,6 +258,7 @@ def run_arm_measures(layout: Any, tb_sets: Sequence[str], variants: Sequence[str
                      lung_masks: Mapping[str, Path | None], *, bs_checkpoint: Path,
                      out_per_image: Path, out_tests: Path, out_silhouette: Path,
                      input_size: int | None, crm_threshold: float, n_boot: int, seed: int,
+                     lung_crop: Mapping[str, Mapping[str, Any] | None] | None = None,
                      progress: bool = True) -> pd.DataFrame:
     """Every TB set's per-image measures, the paired arm tests and the silhouette table, written
     whole (atomically) or not at all; ``layout`` (a :class:`cxrbs.core.layout.Layout`) locates
@@ -301,7 +276,7 @@ def run_arm_measures(layout: Any, tb_sets: Sequence[str], variants: Sequence[str
             stacks={v: layout.variant_stack(tb, v) for v in variants},
             models={v: {int(k): layout.cls_fold_model(tb, v, int(k))
                         for k in sorted(folds["fold"].unique())} for v in variants},
-            mask_dir=lung_masks.get(tb))
+            mask_dir=lung_masks.get(tb), lung_crop=(lung_crop or {}).get(tb))
         if inp.mask_dir is None:
             log.info("%s: no lung masks (datasets.%s.lung_masks): lung measures left out", tb, tb)
         frames.append(measure_dataset(inp, bs_model, lambda p: load_classifier(p)[0],
