@@ -15,12 +15,12 @@ import yaml
 
 from cxrbs.cls.lung_crop import (
     box_of_mask,
-    classifier_view,
     crop_images,
     crop_masks,
     crop_settings,
     fallback_boxes,
     lung_crop_boxes,
+    set_crop,
 )
 from cxrbs.config_checks import check_config, semantic_problems
 from cxrbs.core.errors import CxrbsError
@@ -125,16 +125,24 @@ def test_config_names_a_cropped_set_without_masks_before_any_job() -> None:
         check_config(worse, config_files=["my.yaml"])
 
 
-def test_classifier_view_without_a_crop_is_the_plain_resize(tmp_path: Path) -> None:
+def test_the_view_without_a_crop_is_the_plain_resize_and_boxes_are_the_whole_sets(
+        tmp_path: Path) -> None:
+    from cxrbs.cls.predict import fold_images
+
     rng = np.random.default_rng(0)
     stack = to_uint16(rng.uniform(0, 1, (3, 1, 32, 32)))
-    view, boxes = classifier_view(stack, 16, ["a", "b", "c"], None)
-    assert boxes is None and np.array_equal(view, resize_images(stack, 16))
+    assert set_crop(None, ["a", "b", "c"]) is None
+    assert np.array_equal(fold_images(stack, 16), resize_images(stack, 16))
     iio.imwrite(tmp_path / "a.png", _mask(32, 8, 8, 24, 24))
-    view, boxes = classifier_view(stack, 16, ["a", "b", "c"],
-                                  {"mask_dir": str(tmp_path), "margin": 0.0})
-    assert boxes is not None and boxes[1] == pytest.approx(boxes[0])  # the median of one box
-    assert np.array_equal(view, crop_images(stack, boxes, 16))
+    iio.imwrite(tmp_path / "c.png", _mask(32, 0, 0, 16, 16))
+    crop = set_crop({"mask_dir": str(tmp_path), "margin": 0.0}, ["a", "b", "c"])
+    assert crop is not None and crop.has_mask.tolist() == [True, False, True]
+    # b has no mask: it takes the median over the whole set, not over whatever subset is asked
+    assert crop.boxes[1] == pytest.approx(np.median(crop.boxes[[0, 2]], axis=0))
+    assert np.array_equal(fold_images(stack, 16, crop.boxes), crop_images(stack, crop.boxes, 16))
+    with pytest.raises(CxrbsError, match=r"lung mask of a in .*empty"):
+        iio.imwrite(tmp_path / "a.png", np.zeros((32, 32), np.uint8))
+        set_crop({"mask_dir": str(tmp_path)}, ["a"])
 
 
 def _tb_set(tmp_path: Path, n: int = 64, side: int = 64) -> tuple[Path, Path, Path]:
@@ -189,11 +197,14 @@ def test_finetune_fold_trains_on_crops_records_them_and_predicts_through_them(
     assert load_classifier(tmp_path / "whole" / "model.pt")[1]["lung_crop"] is None
     preds = runs["crop"]
     assert set(preds["model"]) == {"deep", "hog_floor"} and len(preds) == 2 * 16
-    # the held-out images went through their lung boxes, as classifier_view makes them
+    # the held-out images went through their lung boxes, the whole set's (set_crop)
+    from cxrbs.cls.predict import fold_images
+
     table = pd.read_csv(folds)
     held = table["fold"].to_numpy() == 0
-    names = [Path(p).stem for p in table["image_path"][held]]
-    view, _ = classifier_view(np.load(stack)[held], 16, names, settings)
+    crop = set_crop(settings, [Path(p).stem for p in table["image_path"]])
+    assert crop is not None
+    view = fold_images(np.load(stack)[held], 16, crop.boxes[held])
     deep = preds[preds["model"] == "deep"]
     assert np.allclose(deep["probability"], predict_images(model, view), atol=1e-6)
     # the HOG floor saw the crops too: its held-out probabilities differ from the whole-image one
@@ -230,3 +241,50 @@ def test_annotation_boxes_follow_the_crop_in_the_relevance_figures() -> None:
     assert _scaled_boxes(fold, 0, {"a": [(50.0, 100.0, 25.0, 50.0)]}) == [(0, 0, 8, 8)]
     fold.crop_boxes = None
     assert _scaled_boxes(fold, 0, {"a": [(50.0, 100.0, 25.0, 50.0)]}) == [(8, 8, 4, 4)]
+
+
+def test_the_explain_stage_shows_each_fold_model_the_crops_it_was_trained_on(
+        tmp_path: Path) -> None:
+    """explain/analysis._fold_data: the held-out images of each fold, both arms, cut to the whole
+    set's lung boxes (what fine-tuning used), with the boxes kept for the figures."""
+    import shutil
+
+    from cxrbs.cls.predict import fold_images
+    from cxrbs.cls.train import ClsTrainConfig, train_classifier
+    from cxrbs.core.layout import Layout
+    from cxrbs.explain.analysis import _fold_data
+
+    stack, folds, masks = _tb_set(tmp_path)
+    (masks / "MCUCXR_0003_1.png").unlink()  # one image without a mask: the set's median box
+    layout = Layout(tmp_path / "results")
+    for dst in (layout.folds("mc"), layout.stack("mc"), layout.suppressed_stack("mc")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folds if dst.suffix == ".csv" else stack, dst)
+    rng = np.random.default_rng(0)
+    train_classifier("small_cnn", {"widths": [4, 8, 8, 8]}, rng.uniform(0, 1, (40, 16, 16)),
+                     np.arange(40) % 2, np.arange(40).astype(str),
+                     ClsTrainConfig(epochs=1, batch_size=8, seed=1, threads=1, device="cpu",
+                                    val_fraction=0.25, collapse_check=False),
+                     tmp_path / "m", progress=False)  # fmt: skip
+    for variant in ("baseline", "bone_suppressed"):
+        for k in range(4):
+            dst = layout.cls_fold_model("mc", variant, k)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / "m" / "model.pt", dst)
+    config = {"seed": 1, "datasets": {"mc": {"role": "tb", "lung_masks": str(masks)}},
+              "cls": {"variants": ["baseline", "bone_suppressed"], "input_size": 16,
+                      "lung_crop": {"datasets": ["mc"], "margin": 0.0}}}
+    notes: list[tuple[str, str]] = []
+    table = pd.read_csv(folds)
+    crop = set_crop({"mask_dir": str(masks), "margin": 0.0},
+                    [Path(p).stem for p in table["image_path"]])
+    assert crop is not None and not crop.has_mask.all()
+    seen = 0
+    for fold in _fold_data(layout, config, "mc", lambda sec, text: notes.append((sec, text))):
+        idx = np.flatnonzero(table["fold"].to_numpy() == fold.fold)
+        want = fold_images(np.load(stack)[idx], 16, crop.boxes[idx])
+        assert np.array_equal(fold.images["baseline"], want), fold.fold
+        assert np.array_equal(fold.crop_boxes, crop.boxes[idx])
+        assert not np.allclose(fold.images["baseline"], fold_images(np.load(stack)[idx], 16))
+        seen += 1
+    assert seen == 4 and not notes, notes

@@ -25,8 +25,8 @@ from cxrbs.core.errors import CxrbsError
 from cxrbs.data.lung_masks import read_masks
 from cxrbs.data.preprocess import from_uint16, resize_image
 
-__all__ = ["DEFAULT_MARGIN", "LungCrop", "box_of_mask", "classifier_view", "crop_images",
-           "crop_masks", "crop_settings", "fallback_boxes", "lung_crop_boxes"]
+__all__ = ["DEFAULT_MARGIN", "LungCrop", "box_of_mask", "crop_images", "crop_masks",
+           "crop_settings", "fallback_boxes", "lung_crop_boxes", "set_crop"]
 
 DEFAULT_MARGIN = 0.05
 #: the side at which masks are read to find the box (finer than any classifier input)
@@ -73,7 +73,12 @@ def lung_crop_boxes(names: Sequence[str], mask_dir: Path, *,
         raise CxrbsError(f"no image has a lung mask in {mask_dir} (masks are PNGs named like the "
                          "images): fix datasets.<tb>.lung_masks or drop the set from "
                          "cls.lung_crop.datasets")
-    found = {n: box_of_mask(m, margin) for n, m in masks.items()}
+    found = {}
+    for n, m in masks.items():
+        try:
+            found[n] = box_of_mask(m, margin)
+        except CxrbsError as exc:
+            raise CxrbsError(f"lung mask of {n} in {mask_dir}: {exc}") from None
     fallback = np.median(np.stack(list(found.values())), axis=0)
     boxes = np.stack([found.get(n, fallback) for n in names])
     has = np.array([n in found for n in names], dtype=bool)
@@ -138,16 +143,12 @@ def crop_settings(config: Mapping[str, Any], tb: str) -> dict[str, Any] | None:
     return {"mask_dir": str(mask_dir), "margin": float(spec.get("margin", DEFAULT_MARGIN))}
 
 
-def classifier_view(images: np.ndarray, input_size: int | None, names: Sequence[str],
-                    settings: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (a uint16/float stack) as a fine-tuned classifier of this set saw them: float32
-    (N,s,s), cut to the lung boxes when ``settings`` (:func:`crop_settings`) say so. Returns the
-    view and the boxes (None without a crop)."""
-    from cxrbs.data.preprocess import resize_images
-
+def set_crop(settings: Mapping[str, Any] | None, names: Sequence[str]) -> LungCrop | None:
+    """The boxes of a whole TB set (``names``: every image of its folds table, in order) for
+    :func:`crop_settings`' settings, or None without a crop. Always the whole set, as fine-tuning
+    computes them: the fallback box is the median over the set, so a stage that asked for one
+    fold's images only would give an image without a mask another box than its model saw."""
     if settings is None:
-        return resize_images(images, input_size), None
-    crop = lung_crop_boxes(names, Path(settings["mask_dir"]),
+        return None
+    return lung_crop_boxes(names, Path(settings["mask_dir"]),
                            margin=float(settings.get("margin", DEFAULT_MARGIN)))
-    side = int(input_size or np.asarray(images).shape[-1])
-    return crop_images(images, crop.boxes, side), crop.boxes

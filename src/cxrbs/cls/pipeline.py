@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbs.core.atomic import write_csv
-from cxrbs.cls.lung_crop import DEFAULT_MARGIN, lung_crop_boxes
+from cxrbs.cls.lung_crop import set_crop
 from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import ClsTrainConfig, load_classifier, train_classifier
 from cxrbs.cls.metrics import metrics_with_ci
@@ -97,10 +97,8 @@ def finetune_fold(stack_path: Path, folds_path: Path, *, dataset: str, variant: 
     """
     folds = pd.read_csv(folds_path, dtype={"patient_id": str})
     stack = load_stack(stack_path)
-    crop = None
-    if lung_crop is not None:
-        crop = lung_crop_boxes(_image_names(folds), Path(lung_crop["mask_dir"]),
-                               margin=float(lung_crop.get("margin", DEFAULT_MARGIN)))
+    crop = set_crop(lung_crop, _image_names(folds))
+    if crop is not None:
         log.info("%s: lung crop from %d of %d masks", dataset, int(crop.has_mask.sum()), len(folds))
     images = fold_images(stack, input_size, None if crop is None else crop.boxes)
     if len(images) != len(folds):

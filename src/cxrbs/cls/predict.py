@@ -135,8 +135,10 @@ def preprocessing_of(meta: Mapping[str, Any], size: int | None = None) -> dict[s
 
 def fold_images(stack: np.ndarray, input_size: int | None,
                 boxes: np.ndarray | None = None) -> np.ndarray:
-    """A prepared uint16 (N,1,S,S) stack as the classifier sees it: float32 (N,s,s) in [0,1];
-    with ``boxes`` (``cxrbs.cls.lung_crop``) each image is first cut to its lung box."""
+    """A prepared uint16 (N,1,S,S) stack (or (N,S,S) floats in [0,1]) as the classifier sees it:
+    float32 (N,s,s); with ``boxes`` (``cxrbs.cls.lung_crop.set_crop``: the whole set's boxes,
+    indexed like the images) each image is first cut to its lung box. The one view for
+    fine-tuning, the explain stage, the arm measures and ``cxrbs predict``."""
     if boxes is None:
         return resize_images(stack, input_size)
     from cxrbs.cls.lung_crop import crop_images

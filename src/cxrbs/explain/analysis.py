@@ -217,7 +217,8 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
                note: _Notes) -> Iterator[_FoldData]:
     """Yield each fold whose two variant models and image stacks exist; note what is missing.
     Images are shown to the models as they were trained (``cls.lung_crop``: cut to lung boxes)."""
-    from cxrbs.cls.lung_crop import classifier_view, crop_settings
+    from cxrbs.cls.lung_crop import crop_settings, set_crop
+    from cxrbs.cls.predict import fold_images
     from cxrbs.data.stacks import load_stack
 
     variants = list((config.get("cls") or {}).get("variants", VARIANTS))
@@ -240,9 +241,9 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
     folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
     sizes = _original_sizes(layout.manifest(tb), folds)
     loaded = {v: load_stack(p) for v, p in stacks.items()}
-    crop = crop_settings(config, tb)
     input_size = (config.get("cls") or {}).get("input_size")
     all_names = [Path(str(p)).stem for p in folds["image_path"]]
+    crop = set_crop(crop_settings(config, tb), all_names)  # the whole set's boxes, as trained
     device = select_device("auto")  # a GPU where there is one: VGG-16 features of every fold
     fold_ids = sorted(int(f) for f in folds["fold"].unique())
     for k in fold_ids:
@@ -253,17 +254,17 @@ def _fold_data(layout: Layout, config: Mapping[str, Any], tb: str,
             continue
         idx = np.flatnonzero(folds["fold"].to_numpy() == k)
         names = [all_names[j] for j in idx]
-        views = {v: classifier_view(np.asarray(s[idx, 0]), input_size, names, crop)
-                 for v, s in loaded.items()}
+        boxes = None if crop is None else crop.boxes[idx]
         yield _FoldData(
             dataset=tb, fold=k, first=k == fold_ids[0],
             names=names,
             labels=folds["label"].to_numpy(int)[idx],
             image_paths=[str(p) for p in folds["image_path"].iloc[idx]],
             sizes=[sizes[j] for j in idx],
-            images={v: view for v, (view, _) in views.items()},
+            images={v: fold_images(np.asarray(s[idx]), input_size, boxes)
+                    for v, s in loaded.items()},
             models={v: _load_classifier(p, device) for v, p in paths.items()},
-            crop_boxes=views["baseline"][1],
+            crop_boxes=boxes,
         )
 
 

@@ -128,7 +128,8 @@ def measure_dataset(inp: DatasetInputs, bs_model: Any, load_classifier: Any, *,
     from tqdm import tqdm
 
     from cxrbs.bs.predict import predict_images
-    from cxrbs.cls.lung_crop import classifier_view, crop_masks
+    from cxrbs.cls.lung_crop import crop_masks, set_crop
+    from cxrbs.cls.predict import fold_images
     from cxrbs.data.preprocess import from_uint16
     from cxrbs.data.stacks import load_stack
     from cxrbs.explain.crm import class_selective_relevance_map
@@ -144,6 +145,7 @@ def measure_dataset(inp: DatasetInputs, bs_model: Any, load_classifier: Any, *,
                              f"{inp.folds_csv} lists {n}: rerun the workflow to rebuild it")
     side = int(stacks["baseline"].shape[-1])
     masks = read_masks(inp.mask_dir, names, side)
+    crop = set_crop(inp.lung_crop, names)  # the whole set's boxes, as its models were trained
     cls_side = int(input_size) if input_size else side
     cls_masks = _resize_masks(masks, cls_side) if cls_side != side else masks
     log.info("%s: %d of %d images have a lung mask", inp.name, len(masks), n)
@@ -162,8 +164,8 @@ def measure_dataset(inp: DatasetInputs, bs_model: Any, load_classifier: Any, *,
             fold_masks = [masks.get(names[i]) for i in idx]
             bone = bone_rms(images, predict_images(bs_model, images, batch_size=8), fold_masks)
             # the classifier's view (lung crops where it trained on them), masks cut alike
-            small, boxes = classifier_view(images, input_size, [names[i] for i in idx],
-                                           inp.lung_crop)
+            boxes = None if crop is None else crop.boxes[idx]
+            small = fold_images(images, input_size, boxes)
             view_masks = ([cls_masks.get(names[i]) for i in idx] if boxes is None
                           else crop_masks(fold_masks, boxes, int(small.shape[-1])))
             model = load_classifier(Path(path))
