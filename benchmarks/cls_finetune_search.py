@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrbs.cls.metrics import metrics_with_ci
 from cxrbs.cls.pipeline import finetune_fold
-from cxrbs.cls.lung_crop import DEFAULT_MARGIN, lung_crop_boxes
+from cxrbs.cls.lung_crop import DEFAULT_MARGIN, set_crop
 from cxrbs.cls.predict import fold_images, predict_images
 from cxrbs.cls.train import load_classifier
 from cxrbs.core.device import configure_threads
@@ -93,9 +93,8 @@ def run(name: str, spec: dict[str, Any], common: dict[str, Any], layout: Layout,
     model, _ = load_classifier(outdir / "model.pt")
     table = pd.read_csv(tab)
     is_val = table["fold"].to_numpy() == 0
-    boxes = None if crop is None else lung_crop_boxes(
-        [Path(str(p)).stem for p in table["image_path"]], crop["mask_dir"],
-        margin=float(crop["margin"])).boxes
+    found = set_crop(crop, [Path(str(p)).stem for p in table["image_path"]])
+    boxes = None if found is None else found.boxes
     images = fold_images(load_stack(stk), input_size, boxes)[is_val]
     model.tta_hflip = True
     tta = preds[preds["model"] == "deep"].copy()
